@@ -1,0 +1,64 @@
+//! Command-line interface: argument parsing and dispatch to one module per command.
+
+mod fsck;
+mod init;
+mod snapshot;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ecamp — entity-centred, context-aware medical vision-language pre-training, data-engine-first.
+///
+/// Datasets live at a URL: a local path or file://, memory:// (in-process), s3://BUCKET/PREFIX,
+/// gs://BUCKET/PREFIX or az://CONTAINER/PREFIX. Cloud credentials and endpoints come from each
+/// cloud's standard environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP,
+/// GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_NAME, ...); secrets are never printed.
+#[derive(Debug, Parser)]
+#[command(name = "ecamp", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an empty dataset (marker, samples and annotations tables) at a URL.
+    Init(init::Args),
+    /// List, show, pin and compare snapshots (a pinned version of each table).
+    #[command(subcommand)]
+    Snapshot(snapshot::Command),
+    /// Check every referenced file against its recorded size and hash; find orphan files.
+    Fsck(fsck::Args),
+}
+
+/// Runs the parsed command; the exit code says whether it found problems.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init(a) => init::run(a).await,
+        Command::Snapshot(c) => snapshot::run(c).await,
+        Command::Fsck(a) => fsck::run(a).await,
+    }
+}
+
+/// Renders a byte count for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

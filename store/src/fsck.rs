@@ -1,0 +1,179 @@
+//! Integrity check of a whole dataset: referenced files against their records, and orphans
+//! (files no commit references, left by crashed writers) found and, on request, removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use crate::dataset::Dataset;
+use crate::error::Result;
+use crate::log::TableLog;
+use crate::schema::TableKind;
+use crate::shard::DataFile;
+use crate::snapshot::{SNAPSHOT_DIR, Verify};
+
+/// What `fsck` should do.
+#[derive(Debug, Clone)]
+pub struct FsckOptions {
+    /// Delete the orphans found.
+    pub delete_orphans: bool,
+    /// Files younger than this are not orphans: a live writer may be about to commit them.
+    pub grace: Duration,
+    /// Check content hashes (reads every byte) rather than sizes only.
+    pub verify: Verify,
+}
+
+impl Default for FsckOptions {
+    fn default() -> Self {
+        FsckOptions {
+            delete_orphans: false,
+            grace: Duration::from_secs(3600),
+            verify: Verify::Content,
+        }
+    }
+}
+
+/// A file no version of any table and no pinned snapshot references.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Orphan {
+    /// Dataset-relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The outcome of [`Dataset::fsck`].
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FsckReport {
+    /// Files checked against their records.
+    pub checked: usize,
+    /// Latest version of each table.
+    pub versions: BTreeMap<String, u64>,
+    /// Integrity problems, one line each (missing file, size or hash mismatch, bad manifest).
+    pub problems: Vec<String>,
+    /// Unreferenced files older than the grace period.
+    pub orphans: Vec<Orphan>,
+    /// Unreferenced files too young to judge.
+    pub young: usize,
+    /// Orphans deleted (only with `delete_orphans`).
+    pub deleted: Vec<String>,
+}
+
+impl FsckReport {
+    /// Whether the dataset is intact (orphans are garbage, not damage).
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Whether a name inside `_delta_log/` is a leftover of an interrupted write.
+fn is_log_leftover(name: &str) -> bool {
+    name.contains('#')
+        || name.ends_with(".tmp")
+        || name.starts_with(".tmp")
+        || name.starts_with("_commit_")
+}
+
+impl Dataset {
+    /// Checks every file referenced by the latest version of each table and by every pinned
+    /// snapshot, and lists (optionally deletes) orphans.
+    pub async fn fsck(&self, opts: &FsckOptions) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let mut referenced: BTreeSet<String> = BTreeSet::new();
+        let mut to_check: BTreeMap<String, DataFile> = BTreeMap::new();
+        for kind in TableKind::ALL {
+            let log = self.table(kind);
+            let history = log.history().await?;
+            for c in &history {
+                referenced.extend(
+                    c.added
+                        .iter()
+                        .map(|f| format!("{}/{}", kind.name(), f.path)),
+                );
+            }
+            let latest = log.latest_version().await?;
+            report.versions.insert(kind.name().to_string(), latest);
+            for f in log.files(latest).await? {
+                to_check.insert(format!("{}/{}", kind.name(), f.path), f);
+            }
+        }
+        for id in self.pinned_ids().await? {
+            match self.open_snapshot(&id, Verify::Sizes).await {
+                Ok(snap) => {
+                    for (rel, f) in snap.files() {
+                        referenced.insert(rel.clone());
+                        to_check.entry(rel).or_insert_with(|| f.clone());
+                    }
+                }
+                Err(e) => report.problems.push(format!("snapshot {id}: {e}")),
+            }
+        }
+        for (rel, f) in &to_check {
+            if f.sha256.is_empty() {
+                report
+                    .problems
+                    .push(format!("{rel}: no content hash recorded in its commit"));
+            }
+        }
+        report.checked = to_check.len();
+        let problems = self
+            .check_files(to_check.into_iter().collect(), opts.verify)
+            .await;
+        report
+            .problems
+            .extend(problems.iter().map(|e| e.to_string()));
+        report.problems.sort();
+
+        let now = chrono::Utc::now();
+        let loc = self.location();
+        for kind in TableKind::ALL {
+            let dir = loc.path(kind.name());
+            let metas: Vec<_> = loc
+                .store()
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|e| loc.storage_error(kind.name(), &e))?;
+            for m in metas {
+                let Some(rel) = loc.relative(&m.location) else {
+                    continue;
+                };
+                let in_log = rel.starts_with(&format!("{}/_delta_log/", kind.name()));
+                let name = m.location.filename().unwrap_or_default();
+                let unreferenced = if in_log {
+                    is_log_leftover(name)
+                } else {
+                    !referenced.contains(&rel)
+                };
+                if !unreferenced {
+                    continue;
+                }
+                let age = (now - m.last_modified).to_std().unwrap_or_default();
+                if age < opts.grace {
+                    report.young += 1;
+                } else {
+                    report.orphans.push(Orphan {
+                        path: rel,
+                        size: m.size,
+                    });
+                }
+            }
+        }
+        if opts.delete_orphans {
+            for o in &report.orphans {
+                // Never delete anything a commit or a pin references, whatever the listing says.
+                if referenced.contains(&o.path) || o.path.starts_with(SNAPSHOT_DIR) {
+                    continue;
+                }
+                loc.store()
+                    .delete(&loc.path(&o.path))
+                    .await
+                    .map_err(|e| loc.storage_error(&o.path, &e))?;
+                report.deleted.push(o.path.clone());
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,28 @@
+//! ecamp-store: dataset tables on object storage.
+//!
+//! A dataset is a URL (`file://`, `memory://`, `s3://`, `gs://`, `az://`) holding two Delta Lake
+//! tables, `samples` and `annotations`, plus ecamp's own small documents under `_ecamp/`
+//! (the dataset marker and pinned snapshot manifests). This crate owns the table format:
+//! schemas, Parquet writer settings, commits, snapshots and integrity checks. It knows
+//! nothing about images or ECAMP beyond the column layout.
+
+pub mod dataset;
+pub mod delta;
+pub mod error;
+pub mod fsck;
+pub mod location;
+pub mod log;
+pub mod redact;
+pub mod retry;
+pub mod schema;
+pub mod shard;
+pub mod snapshot;
+
+pub use dataset::Dataset;
+pub use error::{Result, StoreError};
+pub use fsck::{FsckOptions, FsckReport};
+pub use location::{Backend, Location};
+pub use log::{AppTxn, AppendOutcome, CommitRecord, TableLog};
+pub use schema::{AnnotationRow, Entity, Producer, SCHEMA_VERSION, SampleRow, TableKind};
+pub use shard::{DataFile, ShardOptions};
+pub use snapshot::{Snapshot, SnapshotRef, TablePin, Verify};

@@ -1,0 +1,478 @@
+//! Snapshots: one pinned version of each table, named by a hash of the pinned files' content.
+//!
+//! A pinned snapshot is also written as its own manifest under `_ecamp/snapshots/<id>.json`,
+//! so it stays reproducible even if the Delta logs are cleaned, and opening it never lists.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::Dataset;
+use crate::error::{Result, StoreError};
+use crate::log::TableLog;
+use crate::schema::TableKind;
+use crate::shard::{self, DataFile};
+
+/// Dataset-relative folder of pinned snapshot manifests.
+pub const SNAPSHOT_DIR: &str = "_ecamp/snapshots";
+const FORMAT: &str = "ecamp-snapshot/1";
+/// How many files are checked at once.
+const CHECK_CONCURRENCY: usize = 16;
+
+/// One table pinned at one version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TablePin {
+    /// The pinned version.
+    pub version: u64,
+    /// The live files at that version, sorted by path.
+    pub files: Vec<DataFile>,
+}
+
+impl TablePin {
+    /// Total rows of the pinned files.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// Total bytes of the pinned files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// A pinned version of each table of a dataset, with its content-derived id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Manifest format tag.
+    pub format: String,
+    /// `snap-<hex>`, derived from the pinned files' paths, sizes and hashes.
+    pub id: String,
+    /// The pinned tables.
+    pub tables: BTreeMap<TableKind, TablePin>,
+}
+
+/// How a command names a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotRef {
+    /// A pinned snapshot by id (`snap-…`).
+    Id(String),
+    /// Table versions: `S` pins samples at S and annotations at latest; `S:A` pins both.
+    Versions {
+        /// Samples version (latest if `None`).
+        samples: Option<u64>,
+        /// Annotations version (latest if `None`).
+        annotations: Option<u64>,
+    },
+}
+
+impl SnapshotRef {
+    /// The newest version of every table.
+    pub const LATEST: SnapshotRef = SnapshotRef::Versions {
+        samples: None,
+        annotations: None,
+    };
+}
+
+impl FromStr for SnapshotRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.starts_with("snap-") {
+            return if s.len() > 5 && s[5..].bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(SnapshotRef::Id(s.to_ascii_lowercase()))
+            } else {
+                Err(format!(
+                    "'{s}' is not a snapshot id (snap- followed by hex digits)"
+                ))
+            };
+        }
+        if s == "latest" {
+            return Ok(SnapshotRef::LATEST);
+        }
+        let parse = |p: &str| -> std::result::Result<Option<u64>, String> {
+            let p = p.trim().trim_start_matches('v');
+            if p.is_empty() || p == "latest" {
+                Ok(None)
+            } else {
+                p.parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| format!("'{p}' is not a table version"))
+            }
+        };
+        let (a, b) = s.split_once(':').unwrap_or((s, ""));
+        Ok(SnapshotRef::Versions {
+            samples: parse(a)?,
+            annotations: parse(b)?,
+        })
+    }
+}
+
+impl std::fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |x: &Option<u64>| x.map_or_else(|| "latest".to_string(), |x| x.to_string());
+        match self {
+            SnapshotRef::Id(id) => f.write_str(id),
+            SnapshotRef::Versions {
+                samples,
+                annotations,
+            } => write!(f, "{}:{}", v(samples), v(annotations)),
+        }
+    }
+}
+
+/// The content id of a set of pinned tables.
+pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>) -> String {
+    let mut h = Sha256::new();
+    h.update(FORMAT.as_bytes());
+    for (kind, pin) in tables {
+        let mut files: Vec<&DataFile> = pin.files.iter().collect();
+        files.sort();
+        for f in files {
+            h.update(format!("\n{}\t{}\t{}\t{}", kind.name(), f.path, f.size, f.sha256).as_bytes());
+        }
+    }
+    format!("snap-{}", &hex::encode(h.finalize())[..32])
+}
+
+impl Snapshot {
+    /// Builds a snapshot (and its id) from pinned tables.
+    pub fn new(tables: BTreeMap<TableKind, TablePin>) -> Self {
+        Snapshot {
+            format: FORMAT.into(),
+            id: snapshot_id(&tables),
+            tables,
+        }
+    }
+
+    /// The pin of table `kind`.
+    pub fn table(&self, kind: TableKind) -> Option<&TablePin> {
+        self.tables.get(&kind)
+    }
+
+    /// Dataset-relative path of every pinned file with its record.
+    pub fn files(&self) -> impl Iterator<Item = (String, &DataFile)> {
+        self.tables.iter().flat_map(|(k, p)| {
+            p.files
+                .iter()
+                .map(move |f| (format!("{}/{}", k.name(), f.path), f))
+        })
+    }
+}
+
+/// Files and rows that differ between two snapshots, per table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableDiff {
+    /// Version in the first snapshot.
+    pub from_version: u64,
+    /// Version in the second snapshot.
+    pub to_version: u64,
+    /// Files only in the second.
+    pub added: Vec<DataFile>,
+    /// Files only in the first.
+    pub removed: Vec<DataFile>,
+}
+
+impl TableDiff {
+    /// Rows in added files.
+    pub fn rows_added(&self) -> u64 {
+        self.added.iter().map(|f| f.rows).sum()
+    }
+
+    /// Rows in removed files.
+    pub fn rows_removed(&self) -> u64 {
+        self.removed.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// Compares two snapshots table by table.
+pub fn diff(a: &Snapshot, b: &Snapshot) -> BTreeMap<TableKind, TableDiff> {
+    let empty = TablePin {
+        version: 0,
+        files: Vec::new(),
+    };
+    TableKind::ALL
+        .iter()
+        .map(|&k| {
+            let (pa, pb) = (a.table(k).unwrap_or(&empty), b.table(k).unwrap_or(&empty));
+            let only = |x: &TablePin, y: &TablePin| -> Vec<DataFile> {
+                x.files
+                    .iter()
+                    .filter(|f| !y.files.iter().any(|g| g.path == f.path))
+                    .cloned()
+                    .collect()
+            };
+            (
+                k,
+                TableDiff {
+                    from_version: pa.version,
+                    to_version: pb.version,
+                    added: only(pb, pa),
+                    removed: only(pa, pb),
+                },
+            )
+        })
+        .collect()
+}
+
+/// How thoroughly to check a snapshot's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Existence and size (one HEAD per file).
+    Sizes,
+    /// Existence, size and sha256 of the content (reads every byte).
+    Content,
+}
+
+impl Dataset {
+    /// The snapshot of the given table versions (latest where `None`).
+    pub async fn snapshot_at(
+        &self,
+        samples: Option<u64>,
+        annotations: Option<u64>,
+    ) -> Result<Snapshot> {
+        let mut tables = BTreeMap::new();
+        for (kind, v) in [
+            (TableKind::Samples, samples),
+            (TableKind::Annotations, annotations),
+        ] {
+            let log = self.table(kind);
+            let version = match v {
+                Some(v) => v,
+                None => log.latest_version().await?,
+            };
+            tables.insert(
+                kind,
+                TablePin {
+                    version,
+                    files: log.files(version).await?,
+                },
+            );
+        }
+        Ok(Snapshot::new(tables))
+    }
+
+    /// Resolves a reference: a pinned id is read from its manifest and its files checked by size.
+    pub async fn resolve(&self, r: &SnapshotRef) -> Result<Snapshot> {
+        match r {
+            SnapshotRef::Id(id) => self.open_snapshot(id, Verify::Sizes).await,
+            SnapshotRef::Versions {
+                samples,
+                annotations,
+            } => self.snapshot_at(*samples, *annotations).await,
+        }
+    }
+
+    /// Writes the snapshot's manifest so it can be opened by id later. Idempotent.
+    pub async fn pin(&self, snapshot: &Snapshot) -> Result<()> {
+        let rel = format!("{SNAPSHOT_DIR}/{}.json", snapshot.id);
+        let body = serde_json::to_vec_pretty(snapshot).map_err(|e| StoreError::Malformed {
+            what: "snapshot manifest",
+            path: rel.clone(),
+            message: e.to_string(),
+        })?;
+        let loc = self.location();
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match loc
+            .store()
+            .put_opts(&loc.path(&rel), PutPayload::from(body), opts)
+            .await
+        {
+            // Same id means same content: an existing manifest is this one (checked on open).
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(loc.storage_error(&rel, &e)),
+        }
+    }
+
+    /// Opens a pinned snapshot by id, checking the manifest against its id and every file
+    /// against the manifest. Never lists the store.
+    pub async fn open_snapshot(&self, id: &str, verify: Verify) -> Result<Snapshot> {
+        let rel = format!("{SNAPSHOT_DIR}/{id}.json");
+        let bytes = self
+            .get_json(&rel)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchSnapshot {
+                id: id.to_string(),
+                url: self.display(),
+            })?;
+        let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| StoreError::Malformed {
+            what: "snapshot manifest",
+            path: rel.clone(),
+            message: e.to_string(),
+        })?;
+        let recomputed = snapshot_id(&snap.tables);
+        if snap.id != id || recomputed != id {
+            return Err(StoreError::Integrity {
+                path: rel,
+                reason: format!("manifest content hashes to {recomputed}, not {id}"),
+            });
+        }
+        self.verify_files(&snap, verify).await?;
+        Ok(snap)
+    }
+
+    /// Checks every file of `snap`, failing on the first that is missing or differs.
+    pub async fn verify_files(&self, snap: &Snapshot, verify: Verify) -> Result<()> {
+        let problems = self
+            .check_files(snap.files().map(|(p, f)| (p, f.clone())).collect(), verify)
+            .await;
+        match problems.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks files (dataset-relative path, record) concurrently; returns every problem found.
+    pub async fn check_files(
+        &self,
+        files: Vec<(String, DataFile)>,
+        verify: Verify,
+    ) -> Vec<StoreError> {
+        let loc = self.location().clone();
+        futures::stream::iter(files)
+            .map(|(rel, file)| {
+                let loc = loc.clone();
+                async move {
+                    match verify {
+                        Verify::Content => {
+                            shard::fetch_verified(&loc, &rel, &file).await.map(|_| ())
+                        }
+                        Verify::Sizes => match loc.store().head(&loc.path(&rel)).await {
+                            Ok(meta) if meta.size == file.size => Ok(()),
+                            Ok(meta) => Err(StoreError::Integrity {
+                                path: rel.clone(),
+                                reason: format!(
+                                    "size {} differs from the recorded {}",
+                                    meta.size, file.size
+                                ),
+                            }),
+                            Err(object_store::Error::NotFound { .. }) => {
+                                Err(StoreError::Integrity {
+                                    path: rel.clone(),
+                                    reason: "file is missing".into(),
+                                })
+                            }
+                            Err(e) => Err(loc.storage_error(&rel, &e)),
+                        },
+                    }
+                    .map_err(|e| match e {
+                        StoreError::Storage { message, .. }
+                            if message.contains("not found")
+                                || message.contains("No such file") =>
+                        {
+                            StoreError::Integrity {
+                                path: rel.clone(),
+                                reason: "file is missing".into(),
+                            }
+                        }
+                        other => other,
+                    })
+                }
+            })
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await
+    }
+
+    /// Ids of the pinned snapshots (lists `_ecamp/snapshots/`).
+    pub async fn pinned_ids(&self) -> Result<Vec<String>> {
+        let loc = self.location();
+        let metas: Vec<_> = loc
+            .store()
+            .list(Some(&loc.path(SNAPSHOT_DIR)))
+            .try_collect()
+            .await
+            .map_err(|e| loc.storage_error(SNAPSHOT_DIR, &e))?;
+        let mut ids: Vec<String> = metas
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
+            .filter(|n| n.starts_with("snap-"))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_parse() {
+        assert_eq!(
+            "snap-00ff".parse::<SnapshotRef>(),
+            Ok(SnapshotRef::Id("snap-00ff".into()))
+        );
+        assert_eq!(
+            "3".parse::<SnapshotRef>(),
+            Ok(SnapshotRef::Versions {
+                samples: Some(3),
+                annotations: None
+            })
+        );
+        assert_eq!(
+            "v3:1".parse::<SnapshotRef>(),
+            Ok(SnapshotRef::Versions {
+                samples: Some(3),
+                annotations: Some(1)
+            })
+        );
+        assert_eq!("latest".parse::<SnapshotRef>(), Ok(SnapshotRef::LATEST));
+        assert!("snap-xyz".parse::<SnapshotRef>().is_err());
+        assert!("x:y".parse::<SnapshotRef>().is_err());
+    }
+
+    #[test]
+    fn id_depends_on_every_field() {
+        let f = DataFile {
+            path: "a".into(),
+            size: 1,
+            rows: 1,
+            sha256: "00".into(),
+        };
+        let pin = |f: DataFile| {
+            BTreeMap::from([(
+                TableKind::Samples,
+                TablePin {
+                    version: 0,
+                    files: vec![f],
+                },
+            )])
+        };
+        let base = snapshot_id(&pin(f.clone()));
+        assert_eq!(base, snapshot_id(&pin(f.clone())));
+        assert_ne!(
+            base,
+            snapshot_id(&pin(DataFile {
+                size: 2,
+                ..f.clone()
+            }))
+        );
+        assert_ne!(
+            base,
+            snapshot_id(&pin(DataFile {
+                sha256: "01".into(),
+                ..f.clone()
+            }))
+        );
+        assert_ne!(
+            base,
+            snapshot_id(&pin(DataFile {
+                path: "b".into(),
+                ..f
+            }))
+        );
+    }
+}

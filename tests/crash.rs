@@ -1,0 +1,198 @@
+//! Crash safety: a writer killed with SIGKILL at random points never leaves a visible partial
+//! commit; a restarted writer completes the work exactly once; fsck finds the orphans and
+//! `--delete-orphans` removes only them.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{ecamp, runtime, sample_rows, text};
+use ecamp_store::{AppTxn, AppendOutcome, Dataset, TableKind, TableLog};
+
+const CHILD_ENV: &str = "ECAMP_TEST_CRASH_WRITER";
+const BATCHES: i64 = 40;
+const ROWS: usize = 4;
+const RUNS: usize = 12;
+
+/// Child mode: appends batches 0..BATCHES (skipping those already committed), printing each
+/// committed batch number. In a normal test run the variable is unset and this returns at once.
+#[test]
+fn crash_child() {
+    let Ok(url) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    runtime().block_on(async {
+        let ds = Dataset::open(&url).await.expect("open");
+        for seq in 0..BATCHES {
+            let rows = sample_rows("c", seq as usize * ROWS, ROWS);
+            match ds
+                .append_samples(
+                    &rows,
+                    Some(AppTxn {
+                        app_id: "crash-writer".into(),
+                        seq,
+                    }),
+                )
+                .await
+                .expect("append")
+            {
+                AppendOutcome::Committed(_) => println!("committed {seq}"),
+                AppendOutcome::AlreadyCommitted => println!("skipped {seq}"),
+            }
+        }
+        println!("done");
+    });
+}
+
+fn committed_ids(url: &str) -> Vec<String> {
+    runtime().block_on(async {
+        let ds = Dataset::open(url).await.expect("open after crash");
+        let log = ds.table(TableKind::Samples);
+        let v = log.latest_version().await.expect("latest");
+        let rows = ds
+            .read_samples(&log.files(v).await.expect("files"))
+            .await
+            .expect("read");
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.sample_id).collect();
+        ids.sort();
+        ids
+    })
+}
+
+fn expected_ids(batches: i64) -> Vec<String> {
+    let mut ids: Vec<String> = sample_rows("c", 0, batches as usize * ROWS)
+        .into_iter()
+        .map(|r| r.sample_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn sigkilled_writers_leave_no_partial_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}/ds", dir.path().display());
+    runtime().block_on(Dataset::create(&url)).expect("create");
+    let exe = std::env::current_exe().expect("exe");
+    let mut printed = 0i64;
+    let mut finished = false;
+    for run in 0..RUNS {
+        let mut child = Command::new(&exe)
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Let it commit a few batches, then kill it somewhere random.
+        let delay = Duration::from_millis(150 + rand::random::<u64>() % 900);
+        std::thread::sleep(delay);
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        let _ = reader.join();
+        for line in rx.try_iter() {
+            if let Some(n) = line.strip_prefix("committed ") {
+                printed = printed.max(n.parse::<i64>().expect("seq") + 1);
+            }
+            finished |= line == "done";
+        }
+        // The table holds whole batches only: those reported, plus possibly the one whose
+        // commit landed just before the kill.
+        let ids = committed_ids(&url);
+        let unique: HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "run {run}: duplicate rows");
+        assert!(
+            ids == expected_ids(printed) || ids == expected_ids(printed + 1),
+            "run {run}: {} rows after {printed} reported batches",
+            ids.len()
+        );
+        printed = (ids.len() / ROWS) as i64;
+        if finished {
+            break;
+        }
+    }
+
+    // A restarted writer finishes the job exactly once.
+    let out = Command::new(&exe)
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &url)
+        .output()
+        .expect("final writer");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(committed_ids(&url), expected_ids(BATCHES));
+
+    // One certain orphan: a data file uploaded by a writer that died before committing it.
+    let orphan = runtime().block_on(async {
+        let ds = Dataset::open(&url).await.expect("open");
+        let (bytes, rows) = ecamp_store::shard::encode(
+            TableKind::Samples,
+            &ecamp_store::schema::samples_batch(&sample_rows("orphan", 0, 2)).expect("batch"),
+            &Default::default(),
+        )
+        .expect("encode")
+        .remove(0);
+        ecamp_store::shard::upload(ds.location(), TableKind::Samples, bytes, rows)
+            .await
+            .expect("upload")
+            .path
+    });
+
+    let report = ecamp(&["fsck", "--dataset", &url, "--grace", "0", "--json"]);
+    assert!(
+        report.status.success(),
+        "fsck must pass (orphans are not damage): {}",
+        text(&report)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("json");
+    let orphans: Vec<String> = json["orphans"]
+        .as_array()
+        .expect("orphans")
+        .iter()
+        .map(|o| o["path"].as_str().expect("path").to_string())
+        .collect();
+    assert!(
+        orphans.contains(&format!("samples/{orphan}")),
+        "{orphans:?}"
+    );
+
+    let del = ecamp(&[
+        "fsck",
+        "--dataset",
+        &url,
+        "--grace",
+        "0",
+        "--delete-orphans",
+    ]);
+    assert!(del.status.success(), "{}", text(&del));
+    for o in &orphans {
+        assert!(!dir.path().join("ds").join(o).exists(), "{o} not deleted");
+    }
+    let after = ecamp(&["fsck", "--dataset", &url, "--grace", "0", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&after.stdout).expect("json");
+    assert_eq!(
+        json["orphans"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        text(&after)
+    );
+    assert_eq!(
+        json["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        text(&after)
+    );
+    // Deleting orphans lost nothing committed.
+    assert_eq!(committed_ids(&url), expected_ids(BATCHES));
+}
