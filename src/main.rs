@@ -1,5 +1,7 @@
 //! `ecamp`: pre-train ECAMP medical vision-language models from datasets on object storage.
 
+#![warn(missing_docs)]
+
 mod cmd;
 
 use std::process::ExitCode;

@@ -77,6 +77,42 @@ fn wrong_credentials_are_refused_and_never_printed() {
 }
 
 #[test]
+fn wrong_s3_credentials_are_refused_and_never_printed() {
+    let Some(endpoint) = std::env::var("ECAMP_TEST_S3_STRICT_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+    else {
+        assert!(
+            !common::in_ci(),
+            "CI=true but ECAMP_TEST_S3_STRICT_ENDPOINT (an S3 server enforcing credentials) is unset"
+        );
+        eprintln!("note: strict S3 test skipped (run `bash .ci/run`)");
+        return;
+    };
+    let secret = "wrong-secret-9f8e7d6c";
+    let envs = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIAWRONGKEY"),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+    ];
+    fails_cleanly(
+        &["snapshot", "list", "--dataset", "s3://ecamp-test/ds"],
+        &envs,
+        &["access denied", "InvalidAccessKeyId"],
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
+        .args(["init", "--dataset", "s3://ecamp-test/ds"])
+        .envs(envs)
+        .output()
+        .expect("run");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(secret),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn a_bucket_that_does_not_exist() {
     if s3_bucket().is_none() {
         return;

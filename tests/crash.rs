@@ -14,9 +14,11 @@ use common::{ecamp, runtime, sample_rows, text};
 use ecamp_store::{AppTxn, AppendOutcome, Dataset, TableKind, TableLog};
 
 const CHILD_ENV: &str = "ECAMP_TEST_CRASH_WRITER";
-const BATCHES: i64 = 40;
+const BATCHES: i64 = 150;
 const ROWS: usize = 4;
 const RUNS: usize = 12;
+/// Kills that must land before the writer finishes.
+const MIN_KILLS: usize = 10;
 
 /// Child mode: appends batches 0..BATCHES (skipping those already committed), printing each
 /// committed batch number. In a normal test run the variable is unset and this returns at once.
@@ -80,6 +82,7 @@ fn sigkilled_writers_leave_no_partial_commit() {
     let exe = std::env::current_exe().expect("exe");
     let mut printed = 0i64;
     let mut finished = false;
+    let mut kills = 0;
     for run in 0..RUNS {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
@@ -96,7 +99,7 @@ fn sigkilled_writers_leave_no_partial_commit() {
             }
         });
         // Let it commit a few batches, then kill it somewhere random.
-        let delay = Duration::from_millis(150 + rand::random::<u64>() % 900);
+        let delay = Duration::from_millis(100 + rand::random::<u64>() % 500);
         std::thread::sleep(delay);
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -122,7 +125,12 @@ fn sigkilled_writers_leave_no_partial_commit() {
         if finished {
             break;
         }
+        kills += 1;
     }
+    assert!(
+        kills >= MIN_KILLS,
+        "only {kills} writers were killed before the work was done"
+    );
 
     // A restarted writer finishes the job exactly once.
     let out = Command::new(&exe)

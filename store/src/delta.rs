@@ -83,11 +83,22 @@ fn register_cloud_schemes() {
 }
 
 /// One table of a dataset, as a Delta Lake table.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeltaLog {
     kind: TableKind,
     shown: String,
     log_store: LogStoreRef,
+    /// The newest state read so far; refreshed incrementally, so a long-running writer reads
+    /// each commit once instead of replaying the log before every append.
+    latest: Arc<tokio::sync::Mutex<Option<DeltaTable>>>,
+}
+
+impl std::fmt::Debug for DeltaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaLog")
+            .field("table", &self.shown)
+            .finish_non_exhaustive()
+    }
 }
 
 fn expected_schema(kind: TableKind) -> Result<StructType> {
@@ -142,6 +153,7 @@ impl DeltaLog {
             kind,
             shown,
             log_store,
+            latest: Arc::default(),
         })
     }
 
@@ -150,14 +162,32 @@ impl DeltaLog {
         &self.shown
     }
 
-    async fn load(&self, version: Option<u64>) -> Result<DeltaTable> {
+    /// The newest state of the table, read incrementally after the first call.
+    async fn load_latest(&self) -> DeltaResult<DeltaTable> {
+        let mut cached = self.latest.lock().await;
+        if let Some(table) = cached.as_mut() {
+            if table.update_incremental(None).await.is_ok() {
+                return Ok(table.clone());
+            }
+            // Fall back to a full read (e.g. the log was rewritten under us).
+            *cached = None;
+        }
         let mut table = DeltaTable::new(self.log_store.clone());
+        table.load().await?;
+        *cached = Some(table.clone());
+        Ok(table)
+    }
+
+    async fn load(&self, version: Option<u64>) -> Result<DeltaTable> {
         let res = match version {
-            None => table.load().await,
-            Some(v) => table.load_version(v).await,
+            None => self.load_latest().await,
+            Some(v) => {
+                let mut table = DeltaTable::new(self.log_store.clone());
+                table.load_version(v).await.map(|()| table)
+            }
         };
-        match res {
-            Ok(()) => {}
+        let table = match res {
+            Ok(t) => t,
             Err(e) if is_not_a_table(&e) => {
                 return Err(StoreError::Delta {
                     table: self.shown.clone(),
@@ -176,7 +206,7 @@ impl DeltaLog {
                 }
                 return Err(self.delta_err(e));
             }
-        }
+        };
         self.check_protocol(&table, false)?;
         Ok(table)
     }
@@ -334,8 +364,7 @@ impl DeltaLog {
         actions: &[Action],
         txn: &Option<AppTxn>,
     ) -> DeltaResult<AppendOutcome> {
-        let mut table = DeltaTable::new(self.log_store.clone());
-        table.load().await?;
+        let table = self.load_latest().await?;
         self.check_protocol(&table, true)
             .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
         let snapshot = table.snapshot()?;
@@ -447,7 +476,6 @@ impl TableLog for DeltaLog {
         let table = self.load(None).await?;
         table
             .version()
-            .map(|v| v as u64)
             .ok_or_else(|| StoreError::delta(&self.shown, "table has no version"))
     }
 
@@ -518,7 +546,7 @@ impl TableLog for DeltaLog {
                 .await
                 .map_err(|e| self.delta_err(e))?
             {
-                out.push(self.parse_commit(version as u64, &bytes)?);
+                out.push(self.parse_commit(version, &bytes)?);
             }
         }
         Ok(out)

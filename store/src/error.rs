@@ -174,7 +174,7 @@ pub enum StoreError {
 impl StoreError {
     /// Wraps an object-store error on `path`, classifying bucket, credential and transient failures.
     pub fn storage(url: &str, path: impl Into<String>, err: &object_store::Error) -> Self {
-        let message = redact::scrub(&err.to_string());
+        let message = compact(&redact::scrub(&err.to_string()));
         let lower = message.to_ascii_lowercase();
         if lower.contains("nosuchbucket")
             || lower.contains("bucket does not exist")
@@ -228,6 +228,27 @@ impl StoreError {
     }
 }
 
+/// One line from a client message: an XML error body becomes `Code: Message`, and every run of
+/// whitespace (newlines included) becomes one space.
+pub(crate) fn compact(msg: &str) -> String {
+    let tag = |name: &str| -> Option<&str> {
+        let open = format!("<{name}>");
+        let start = msg.find(&open)? + open.len();
+        let len = msg[start..].find(&format!("</{name}>"))?;
+        Some(&msg[start..start + len])
+    };
+    let text = match (
+        msg.find("<?xml").or_else(|| msg.find("<Error>")),
+        tag("Code"),
+    ) {
+        (Some(at), Some(code)) => {
+            format!("{} {code}: {}", &msg[..at], tag("Message").unwrap_or(""))
+        }
+        _ => msg.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Whether an object-store error is worth retrying (network hiccups, throttling, 5xx).
 pub(crate) fn is_transient(err: &object_store::Error) -> bool {
     match err {
@@ -247,5 +268,20 @@ pub(crate) fn is_transient(err: &object_store::Error) -> bool {
                 || s.contains("accessdenied")
                 || s.contains("invalidaccesskeyid"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_bodies_become_one_line() {
+        let msg = "GET http://h/b 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
+        assert_eq!(
+            compact(msg),
+            "GET http://h/b 404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(compact("a\n  b"), "a b");
     }
 }

@@ -6,6 +6,8 @@
 //! schemas, Parquet writer settings, commits, snapshots and integrity checks. It knows
 //! nothing about images or ECAMP beyond the column layout.
 
+#![warn(missing_docs)]
+
 pub mod dataset;
 pub mod delta;
 pub mod error;

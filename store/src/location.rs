@@ -5,13 +5,13 @@ use std::path::{Component, Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::ObjectStore;
+use object_store::RetryConfig;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientOptions, RetryConfig};
 use url::Url;
 
 use crate::error::{Result, StoreError};
@@ -75,18 +75,14 @@ fn invalid(raw: &str, reason: impl Into<String>) -> StoreError {
 }
 
 /// Retry policy for every cloud request: generous, since many writers share one bucket.
+/// Client options (timeouts, proxies, TLS) are left to the environment: overriding them here
+/// would discard settings such as `AWS_ALLOW_HTTP`.
 fn retry_config() -> RetryConfig {
     RetryConfig {
         max_retries: 8,
         retry_timeout: std::time::Duration::from_secs(120),
         ..RetryConfig::default()
     }
-}
-
-fn client_options() -> ClientOptions {
-    ClientOptions::new()
-        .with_connect_timeout(std::time::Duration::from_secs(10))
-        .with_timeout(std::time::Duration::from_secs(300))
 }
 
 impl Location {
@@ -152,7 +148,6 @@ impl Location {
                 let store = AmazonS3Builder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry_config())
-                    .with_client_options(client_options())
                     .build()
                     .map_err(config)?;
                 (Backend::S3, Arc::new(store), Path::from(url.path()))
@@ -161,7 +156,6 @@ impl Location {
                 let store = GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry_config())
-                    .with_client_options(client_options())
                     .build()
                     .map_err(config)?;
                 (Backend::Gcs, Arc::new(store), Path::from(url.path()))
@@ -170,7 +164,6 @@ impl Location {
                 let store = MicrosoftAzureBuilder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry_config())
-                    .with_client_options(client_options())
                     .build()
                     .map_err(config)?;
                 (Backend::Azure, Arc::new(store), Path::from(url.path()))

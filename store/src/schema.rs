@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Int32Builder, ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, Int32Array, ListArray, RecordBatch, StringArray, StructArray,
     TimestampMicrosecondArray,
 };
+use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Result, StoreError};
@@ -212,11 +212,30 @@ fn opt_strings<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
 }
 
 fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(it))
+    // Collected first: `from_iter_values` needs an exact size hint, which flattened iterators lack.
+    let values: Vec<&str> = it.collect();
+    Arc::new(StringArray::from_iter_values(values))
 }
 
 fn ints(it: impl Iterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(it))
+}
+
+/// A list column from flat `values` and per-row lengths (`None` = null row).
+fn list_array(
+    item: Field,
+    values: ArrayRef,
+    lengths: impl Iterator<Item = Option<usize>>,
+) -> Result<ArrayRef> {
+    let lengths: Vec<Option<usize>> = lengths.collect();
+    let offsets = OffsetBuffer::from_lengths(lengths.iter().map(|l| l.unwrap_or(0)));
+    let nulls = NullBuffer::from_iter(lengths.iter().map(Option::is_some));
+    ListArray::try_new(Arc::new(item), offsets, values, Some(nulls))
+        .map(|a| Arc::new(a) as ArrayRef)
+        .map_err(|e| StoreError::InvalidRows {
+            table: "annotations".into(),
+            reason: e.to_string(),
+        })
 }
 
 fn batch(kind: TableKind, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -277,53 +296,42 @@ pub fn samples_batch(rows: &[SampleRow]) -> Result<RecordBatch> {
 
 /// Builds an `annotations` batch.
 pub fn annotations_batch(rows: &[AnnotationRow]) -> Result<RecordBatch> {
-    let entity_builder = StructBuilder::from_fields(entity_fields(), 0);
-    let mut entities = ListBuilder::new(entity_builder).with_field(Arc::new(Field::new(
-        "element",
-        DataType::Struct(entity_fields()),
-        true,
-    )));
-    for r in rows {
-        match &r.entities {
-            None => entities.append(false),
-            Some(list) => {
-                let sb = entities.values();
-                for e in list {
-                    sb.field_builder::<StringBuilder>(0)
-                        .map(|b| b.append_value(&e.name));
-                    sb.field_builder::<StringBuilder>(1)
-                        .map(|b| b.append_value(&e.status));
-                    if let Some(lb) = sb
-                        .field_builder::<ListBuilder<Box<dyn arrow_array::builder::ArrayBuilder>>>(
-                            2,
-                        )
-                    {
-                        for d in &e.descriptors {
-                            if let Some(s) =
-                                lb.values().as_any_mut().downcast_mut::<StringBuilder>()
-                            {
-                                s.append_value(d);
-                            }
-                        }
-                        lb.append(true);
-                    }
-                    sb.append(true);
-                }
-                entities.append(true);
-            }
-        }
-    }
-    let mut window = StructBuilder::from_fields(window_fields(), rows.len());
-    for r in rows {
-        let (row, col) = r.sr_window.unwrap_or((0, 0));
-        window
-            .field_builder::<Int32Builder>(0)
-            .map(|b| b.append_value(row));
-        window
-            .field_builder::<Int32Builder>(1)
-            .map(|b| b.append_value(col));
-        window.append(r.sr_window.is_some());
-    }
+    let all: Vec<&Entity> = rows
+        .iter()
+        .flat_map(|r| r.entities.iter().flatten())
+        .collect();
+    let descriptors = list_array(
+        Field::new("element", DataType::Utf8, true),
+        strings(
+            all.iter()
+                .flat_map(|e| e.descriptors.iter().map(String::as_str)),
+        ),
+        all.iter().map(|e| Some(e.descriptors.len())),
+    )?;
+    let entity_values = StructArray::new(
+        entity_fields(),
+        vec![
+            strings(all.iter().map(|e| e.name.as_str())),
+            strings(all.iter().map(|e| e.status.as_str())),
+            descriptors,
+        ],
+        None,
+    );
+    let entities = list_array(
+        Field::new("element", DataType::Struct(entity_fields()), true),
+        Arc::new(entity_values),
+        rows.iter().map(|r| r.entities.as_ref().map(Vec::len)),
+    )?;
+    let window = StructArray::new(
+        window_fields(),
+        vec![
+            ints(rows.iter().map(|r| r.sr_window.map_or(0, |w| w.0))),
+            ints(rows.iter().map(|r| r.sr_window.map_or(0, |w| w.1))),
+        ],
+        Some(NullBuffer::from_iter(
+            rows.iter().map(|r| r.sr_window.is_some()),
+        )),
+    );
     let producer = StructArray::new(
         producer_fields(),
         vec![
@@ -338,8 +346,8 @@ pub fn annotations_batch(rows: &[AnnotationRow]) -> Result<RecordBatch> {
         vec![
             strings(rows.iter().map(|r| r.sample_id.as_str())),
             opt_strings(rows.iter().map(|r| r.context.as_deref())),
-            Arc::new(entities.finish()),
-            Arc::new(window.finish()),
+            entities,
+            Arc::new(window),
             Arc::new(producer),
             ts_array(rows.iter().map(|r| r.created_at_us).collect()),
         ],

@@ -81,8 +81,8 @@ impl FromStr for SnapshotRef {
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         let s = s.trim();
-        if s.starts_with("snap-") {
-            return if s.len() > 5 && s[5..].bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Some(hex) = s.strip_prefix("snap-") {
+            return if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(SnapshotRef::Id(s.to_ascii_lowercase()))
             } else {
                 Err(format!(

@@ -2,6 +2,7 @@
 row count, sample ids and image bytes against what ecamp read (given as a JSON spec)."""
 import hashlib
 import json
+import os
 import sys
 
 from deltalake import DeltaTable
@@ -27,4 +28,7 @@ def main(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    code = main(sys.argv[1])
+    sys.stdout.flush()
+    # deltalake's native threads can abort during interpreter teardown; skip it.
+    os._exit(code)
