@@ -10,10 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -24,11 +21,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line: the whole context chain, secrets masked.
-            let line = err
-                .chain()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
+            let line = err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
             eprintln!("error: {}", ecamp_store::redact::scrub(&line));
             ExitCode::from(2)
         }

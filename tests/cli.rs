@@ -26,22 +26,14 @@ fn fails_cleanly(args: &[&str], envs: &[(&str, &str)], needles: &[&str]) {
 
 #[test]
 fn unknown_scheme_is_one_clear_line() {
-    fails_cleanly(
-        &["snapshot", "list", "--dataset", "ftp://host/ds"],
-        &[],
-        &["unknown URL scheme 'ftp'"],
-    );
+    fails_cleanly(&["snapshot", "list", "--dataset", "ftp://host/ds"], &[], &["unknown URL scheme 'ftp'"]);
 }
 
 #[test]
 fn a_directory_that_is_not_a_dataset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = dir.path().display().to_string();
-    fails_cleanly(
-        &["fsck", "--dataset", &url],
-        &[],
-        &["is not an ecamp dataset"],
-    );
+    fails_cleanly(&["fsck", "--dataset", &url], &[], &["is not an ecamp dataset"]);
 }
 
 #[test]
@@ -49,10 +41,7 @@ fn wrong_credentials_are_refused_and_never_printed() {
     let secret = "TOPSECRET-not-base64-@@@";
     fails_cleanly(
         &["snapshot", "list", "--dataset", "az://container/ds"],
-        &[
-            ("AZURE_STORAGE_ACCOUNT_NAME", "ecamptest"),
-            ("AZURE_STORAGE_ACCOUNT_KEY", secret),
-        ],
+        &[("AZURE_STORAGE_ACCOUNT_NAME", "ecamptest"), ("AZURE_STORAGE_ACCOUNT_KEY", secret)],
         &["az://container/ds"],
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
@@ -61,27 +50,17 @@ fn wrong_credentials_are_refused_and_never_printed() {
         .env("AZURE_STORAGE_ACCOUNT_KEY", secret)
         .output()
         .expect("run");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains(secret),
-        "{}",
-        text(&out)
-    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret), "{}", text(&out));
     fails_cleanly(
         &["snapshot", "list", "--dataset", "gs://bucket/ds"],
-        &[(
-            "GOOGLE_SERVICE_ACCOUNT_KEY",
-            "{\"type\": \"service_account\", \"private_key\": \"garbage\"}",
-        )],
+        &[("GOOGLE_SERVICE_ACCOUNT_KEY", "{\"type\": \"service_account\", \"private_key\": \"garbage\"}")],
         &["gs://bucket/ds"],
     );
 }
 
 #[test]
 fn wrong_s3_credentials_are_refused_and_never_printed() {
-    let Some(endpoint) = std::env::var("ECAMP_TEST_S3_STRICT_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty())
-    else {
+    let Some(endpoint) = std::env::var("ECAMP_TEST_S3_STRICT_ENDPOINT").ok().filter(|e| !e.is_empty()) else {
         assert!(
             !common::in_ci(),
             "CI=true but ECAMP_TEST_S3_STRICT_ENDPOINT (an S3 server enforcing credentials) is unset"
@@ -105,11 +84,7 @@ fn wrong_s3_credentials_are_refused_and_never_printed() {
         .envs(envs)
         .output()
         .expect("run");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains(secret),
-        "{}",
-        text(&out)
-    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret), "{}", text(&out));
 }
 
 #[test]
@@ -118,11 +93,7 @@ fn a_bucket_that_does_not_exist() {
         return;
     }
     let url = format!("s3://{}/ds", unique("nobucket"));
-    fails_cleanly(
-        &["snapshot", "list", "--dataset", &url],
-        &[],
-        &["does not exist"],
-    );
+    fails_cleanly(&["snapshot", "list", "--dataset", &url], &[], &["does not exist"]);
 }
 
 #[test]
@@ -133,46 +104,23 @@ fn snapshot_commands_on_a_real_dataset() {
     assert!(init.status.success(), "{}", text(&init));
     runtime().block_on(async {
         let ds = Dataset::open(&url).await.expect("open");
-        ds.append_samples(&sample_rows("a", 0, 10), None)
-            .await
-            .expect("a");
-        ds.append_samples(&sample_rows("a", 10, 7), None)
-            .await
-            .expect("b");
+        ds.append_samples(&sample_rows("a", 0, 10), None).await.expect("a");
+        ds.append_samples(&sample_rows("a", 10, 7), None).await.expect("b");
     });
     let list = ecamp(&["snapshot", "list", "--dataset", &url]);
     assert!(list.status.success(), "{}", text(&list));
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with("samples") && l.contains(" 17 ")),
-        "{listed}"
-    );
+    assert!(listed.lines().any(|l| l.starts_with("samples") && l.contains(" 17 ")), "{listed}");
 
     let pin1 = ecamp(&["snapshot", "pin", "--dataset", &url, "1"]);
     let pin1b = ecamp(&["snapshot", "pin", "--dataset", &url, "1:0"]);
     let id1 = String::from_utf8_lossy(&pin1.stdout).trim().to_string();
     assert!(id1.starts_with("snap-"), "{}", text(&pin1));
-    assert_eq!(
-        id1,
-        String::from_utf8_lossy(&pin1b.stdout).trim(),
-        "same versions, same id"
-    );
-    let id2 = String::from_utf8_lossy(&ecamp(&["snapshot", "pin", "--dataset", &url]).stdout)
-        .trim()
-        .to_string();
+    assert_eq!(id1, String::from_utf8_lossy(&pin1b.stdout).trim(), "same versions, same id");
+    let id2 = String::from_utf8_lossy(&ecamp(&["snapshot", "pin", "--dataset", &url]).stdout).trim().to_string();
     assert_ne!(id1, id2);
 
-    let show = ecamp(&[
-        "snapshot",
-        "show",
-        "--dataset",
-        &url,
-        &id1,
-        "--verify",
-        "--json",
-    ]);
+    let show = ecamp(&["snapshot", "show", "--dataset", &url, &id1, "--verify", "--json"]);
     assert!(show.status.success(), "{}", text(&show));
     let snap: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
     assert_eq!(snap["id"], id1.as_str());
@@ -203,20 +151,8 @@ fn snapshot_commands_on_a_real_dataset() {
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).expect("truncate");
     let bad = ecamp(&["fsck", "--dataset", &url]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
-    let name = victim
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .to_string();
-    assert!(
-        String::from_utf8_lossy(&bad.stdout).contains(&name),
-        "{}",
-        text(&bad)
-    );
+    let name = victim.file_name().expect("name").to_string_lossy().to_string();
+    assert!(String::from_utf8_lossy(&bad.stdout).contains(&name), "{}", text(&bad));
     // The latest pin holds every file, the damaged one included.
-    assert!(
-        !ecamp(&["snapshot", "show", "--dataset", &url, &id2, "--verify"])
-            .status
-            .success()
-    );
+    assert!(!ecamp(&["snapshot", "show", "--dataset", &url, &id2, "--verify"]).status.success());
 }

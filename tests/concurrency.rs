@@ -26,15 +26,9 @@ fn child_writer() {
         let ds = Dataset::open(url).await.expect("open");
         for i in 0..APPENDS {
             let rows = sample_rows(&format!("w{writer}"), i * ROWS, ROWS);
-            ds.append_samples(
-                &rows,
-                Some(AppTxn {
-                    app_id: format!("writer-{writer}"),
-                    seq: i as i64,
-                }),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("writer {writer} append {i}: {e}"));
+            ds.append_samples(&rows, Some(AppTxn { app_id: format!("writer-{writer}"), seq: i as i64 }))
+                .await
+                .unwrap_or_else(|e| panic!("writer {writer} append {i}: {e}"));
         }
     });
 }
@@ -56,33 +50,19 @@ fn contend(url: &str) {
         .collect();
     for c in children {
         let out = c.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "writer failed: {}",
-            common::text(&out)
-        );
+        assert!(out.status.success(), "writer failed: {}", common::text(&out));
     }
     rt.block_on(async {
         let ds = Dataset::open(url).await.expect("open");
         let log = ds.table(TableKind::Samples);
         let latest = log.latest_version().await.expect("latest");
-        assert_eq!(
-            latest as usize,
-            WRITERS * APPENDS,
-            "every append is one version after the create"
-        );
+        assert_eq!(latest as usize, WRITERS * APPENDS, "every append is one version after the create");
         let files = log.files(latest).await.expect("files");
         let rows = ds.read_samples(&files).await.expect("read");
         assert_eq!(rows.len(), WRITERS * APPENDS * ROWS);
         let ids: HashSet<_> = rows.iter().map(|r| r.sample_id.as_str()).collect();
         assert_eq!(ids.len(), rows.len(), "duplicate sample_id");
-        let commits = log
-            .history()
-            .await
-            .expect("history")
-            .iter()
-            .filter(|c| c.operation == "WRITE")
-            .count();
+        let commits = log.history().await.expect("history").iter().filter(|c| c.operation == "WRITE").count();
         assert_eq!(commits, WRITERS * APPENDS);
     });
 }

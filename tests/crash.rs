@@ -31,17 +31,7 @@ fn crash_child() {
         let ds = Dataset::open(&url).await.expect("open");
         for seq in 0..BATCHES {
             let rows = sample_rows("c", seq as usize * ROWS, ROWS);
-            match ds
-                .append_samples(
-                    &rows,
-                    Some(AppTxn {
-                        app_id: "crash-writer".into(),
-                        seq,
-                    }),
-                )
-                .await
-                .expect("append")
-            {
+            match ds.append_samples(&rows, Some(AppTxn { app_id: "crash-writer".into(), seq })).await.expect("append") {
                 AppendOutcome::Committed(_) => println!("committed {seq}"),
                 AppendOutcome::AlreadyCommitted => println!("skipped {seq}"),
             }
@@ -55,10 +45,7 @@ fn committed_ids(url: &str) -> Vec<String> {
         let ds = Dataset::open(url).await.expect("open after crash");
         let log = ds.table(TableKind::Samples);
         let v = log.latest_version().await.expect("latest");
-        let rows = ds
-            .read_samples(&log.files(v).await.expect("files"))
-            .await
-            .expect("read");
+        let rows = ds.read_samples(&log.files(v).await.expect("files")).await.expect("read");
         let mut ids: Vec<String> = rows.into_iter().map(|r| r.sample_id).collect();
         ids.sort();
         ids
@@ -66,10 +53,7 @@ fn committed_ids(url: &str) -> Vec<String> {
 }
 
 fn expected_ids(batches: i64) -> Vec<String> {
-    let mut ids: Vec<String> = sample_rows("c", 0, batches as usize * ROWS)
-        .into_iter()
-        .map(|r| r.sample_id)
-        .collect();
+    let mut ids: Vec<String> = sample_rows("c", 0, batches as usize * ROWS).into_iter().map(|r| r.sample_id).collect();
     ids.sort();
     ids
 }
@@ -127,10 +111,7 @@ fn sigkilled_writers_leave_no_partial_commit() {
         }
         kills += 1;
     }
-    assert!(
-        kills >= MIN_KILLS,
-        "only {kills} writers were killed before the work was done"
-    );
+    assert!(kills >= MIN_KILLS, "only {kills} writers were killed before the work was done");
 
     // A restarted writer finishes the job exactly once.
     let out = Command::new(&exe)
@@ -151,18 +132,11 @@ fn sigkilled_writers_leave_no_partial_commit() {
         )
         .expect("encode")
         .remove(0);
-        ecamp_store::shard::upload(ds.location(), TableKind::Samples, bytes, rows)
-            .await
-            .expect("upload")
-            .path
+        ecamp_store::shard::upload(ds.location(), TableKind::Samples, bytes, rows).await.expect("upload").path
     });
 
     let report = ecamp(&["fsck", "--dataset", &url, "--grace", "0", "--json"]);
-    assert!(
-        report.status.success(),
-        "fsck must pass (orphans are not damage): {}",
-        text(&report)
-    );
+    assert!(report.status.success(), "fsck must pass (orphans are not damage): {}", text(&report));
     let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("json");
     let orphans: Vec<String> = json["orphans"]
         .as_array()
@@ -170,37 +144,17 @@ fn sigkilled_writers_leave_no_partial_commit() {
         .iter()
         .map(|o| o["path"].as_str().expect("path").to_string())
         .collect();
-    assert!(
-        orphans.contains(&format!("samples/{orphan}")),
-        "{orphans:?}"
-    );
+    assert!(orphans.contains(&format!("samples/{orphan}")), "{orphans:?}");
 
-    let del = ecamp(&[
-        "fsck",
-        "--dataset",
-        &url,
-        "--grace",
-        "0",
-        "--delete-orphans",
-    ]);
+    let del = ecamp(&["fsck", "--dataset", &url, "--grace", "0", "--delete-orphans"]);
     assert!(del.status.success(), "{}", text(&del));
     for o in &orphans {
         assert!(!dir.path().join("ds").join(o).exists(), "{o} not deleted");
     }
     let after = ecamp(&["fsck", "--dataset", &url, "--grace", "0", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&after.stdout).expect("json");
-    assert_eq!(
-        json["orphans"].as_array().map(Vec::len),
-        Some(0),
-        "{}",
-        text(&after)
-    );
-    assert_eq!(
-        json["problems"].as_array().map(Vec::len),
-        Some(0),
-        "{}",
-        text(&after)
-    );
+    assert_eq!(json["orphans"].as_array().map(Vec::len), Some(0), "{}", text(&after));
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(0), "{}", text(&after));
     // Deleting orphans lost nothing committed.
     assert_eq!(committed_ids(&url), expected_ids(BATCHES));
 }

@@ -7,19 +7,14 @@ use std::process::Command;
 
 use common::{in_ci, runtime, sample_rows, text};
 use ecamp_store::shard::sha256_hex;
-use ecamp_store::{Dataset, TableKind};
+use ecamp_store::{Dataset, TableKind, TableVersions};
 
 fn python() -> Option<String> {
     match std::env::var("ECAMP_PYTHON") {
         Ok(p) if !p.is_empty() => Some(p),
         _ => {
-            assert!(
-                !in_ci(),
-                "CI=true but ECAMP_PYTHON (a Python with deltalake and pyarrow) is unset"
-            );
-            eprintln!(
-                "note: interop test skipped (run `bash .ci/run` for a Python with deltalake)"
-            );
+            assert!(!in_ci(), "CI=true but ECAMP_PYTHON (a Python with deltalake and pyarrow) is unset");
+            eprintln!("note: interop test skipped (run `bash .ci/run` for a Python with deltalake)");
             None
         }
     }
@@ -32,32 +27,18 @@ fn python_deltalake_reads_what_ecamp_wrote() {
     let url = format!("file://{}/ds", dir.path().display());
     let (snap, rows) = runtime().block_on(async {
         let ds = Dataset::create(&url).await.expect("create");
-        ds.append_samples(&sample_rows("py", 0, 12), None)
-            .await
-            .expect("a");
-        ds.append_samples(&sample_rows("py", 12, 9), None)
-            .await
-            .expect("b");
+        ds.append_samples(&sample_rows("py", 0, 12), None).await.expect("a");
+        ds.append_samples(&sample_rows("py", 12, 9), None).await.expect("b");
         // A later append the pinned snapshot must not see.
-        let snap = ds.snapshot_at(Some(2), None).await.expect("snap");
+        let snap = ds.snapshot_at(TableVersions { samples: Some(2), ..Default::default() }).await.expect("snap");
         ds.pin(&snap).await.expect("pin");
-        ds.append_samples(&sample_rows("py", 21, 5), None)
-            .await
-            .expect("c");
-        let pinned = ds
-            .open_snapshot(&snap.id, ecamp_store::Verify::Content)
-            .await
-            .expect("open");
-        let rows = ds
-            .read_samples(&pinned.table(TableKind::Samples).expect("samples").files)
-            .await
-            .expect("read");
+        ds.append_samples(&sample_rows("py", 21, 5), None).await.expect("c");
+        let pinned = ds.open_snapshot(&snap.id, ecamp_store::Verify::Content).await.expect("open");
+        let rows = ds.read_samples(&pinned.table(TableKind::Samples).expect("samples").files).await.expect("read");
         (pinned, rows)
     });
-    let mut expected: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.sample_id.clone(), sha256_hex(&r.image)))
-        .collect();
+    let mut expected: Vec<(String, String)> =
+        rows.iter().map(|r| (r.sample_id.clone(), sha256_hex(&r.image))).collect();
     expected.sort();
     let spec = serde_json::json!({
         "table": dir.path().join("ds/samples").display().to_string(),
@@ -68,15 +49,7 @@ fn python_deltalake_reads_what_ecamp_wrote() {
     let spec_path = dir.path().join("expected.json");
     std::fs::write(&spec_path, spec.to_string()).expect("write spec");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/check_delta.py");
-    let out = Command::new(py)
-        .arg(script)
-        .arg(&spec_path)
-        .output()
-        .expect("run python");
+    let out = Command::new(py).arg(script).arg(&spec_path).output().expect("run python");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("interop ok: 21 rows"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interop ok: 21 rows"), "{}", text(&out));
 }

@@ -5,8 +5,8 @@ mod common;
 use bytes_flip::flip_one_byte;
 use common::{backends, runtime, sample_rows};
 use ecamp_store::{
-    AnnotationRow, AppTxn, AppendOutcome, Dataset, Entity, FsckOptions, Producer, SnapshotRef,
-    StoreError, TableKind, TableLog, Verify,
+    AnnotationRow, AppTxn, AppendOutcome, Dataset, Entity, FsckOptions, LabelRow, Producer, SnapshotRef, StoreError,
+    TableKind, TableLog, TableVersions, Verify,
 };
 
 mod bytes_flip {
@@ -17,93 +17,37 @@ mod bytes_flip {
     pub async fn flip_one_byte(ds: &Dataset, rel: &str) {
         let loc = ds.location();
         let path = loc.path(rel);
-        let bytes = loc
-            .store()
-            .get(&path)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes");
+        let bytes = loc.store().get(&path).await.expect("get").bytes().await.expect("bytes");
         let mut v = bytes.to_vec();
         let mid = v.len() / 2;
         v[mid] ^= 0x5a;
-        loc.store()
-            .put(&path, PutPayload::from(v))
-            .await
-            .expect("put");
+        loc.store().put(&path, PutPayload::from(v)).await.expect("put");
     }
 }
 
 async fn suite(url: &str) {
-    let ds = Dataset::create(url)
-        .await
-        .unwrap_or_else(|e| panic!("create {url}: {e}"));
+    let ds = Dataset::create(url).await.unwrap_or_else(|e| panic!("create {url}: {e}"));
     // Creating again is a no-op that verifies the existing tables.
     Dataset::create(url).await.expect("create is idempotent");
-    assert_eq!(
-        ds.table(TableKind::Samples)
-            .latest_version()
-            .await
-            .expect("v"),
-        0
-    );
+    assert_eq!(ds.table(TableKind::Samples).latest_version().await.expect("v"), 0);
 
     let a = sample_rows("s", 0, 20);
     let b = sample_rows("s", 20, 15);
-    let v1 = ds
-        .append_samples(
-            &a,
-            Some(AppTxn {
-                app_id: "w".into(),
-                seq: 0,
-            }),
-        )
-        .await
-        .expect("append a");
+    let v1 = ds.append_samples(&a, Some(AppTxn { app_id: "w".into(), seq: 0 })).await.expect("append a");
     assert_eq!(v1, AppendOutcome::Committed(1));
     // The same batch retried (a writer that crashed after committing) is not written twice.
-    let again = ds
-        .append_samples(
-            &a,
-            Some(AppTxn {
-                app_id: "w".into(),
-                seq: 0,
-            }),
-        )
-        .await
-        .expect("retry a");
+    let again = ds.append_samples(&a, Some(AppTxn { app_id: "w".into(), seq: 0 })).await.expect("retry a");
     assert_eq!(again, AppendOutcome::AlreadyCommitted);
     assert_eq!(
-        ds.append_samples(
-            &b,
-            Some(AppTxn {
-                app_id: "w".into(),
-                seq: 1
-            })
-        )
-        .await
-        .expect("b"),
+        ds.append_samples(&b, Some(AppTxn { app_id: "w".into(), seq: 1 })).await.expect("b"),
         AppendOutcome::Committed(2)
     );
 
     // Files of a version carry rows and the content hash recorded at write time.
     let files = ds.table(TableKind::Samples).files(2).await.expect("files");
     assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 35);
-    assert!(
-        files.iter().all(|f| f.sha256.len() == 64 && f.size > 0),
-        "{files:?}"
-    );
-    assert_eq!(
-        ds.table(TableKind::Samples)
-            .files(1)
-            .await
-            .expect("files v1")
-            .iter()
-            .map(|f| f.rows)
-            .sum::<u64>(),
-        20
-    );
+    assert!(files.iter().all(|f| f.sha256.len() == 64 && f.size > 0), "{files:?}");
+    assert_eq!(ds.table(TableKind::Samples).files(1).await.expect("files v1").iter().map(|f| f.rows).sum::<u64>(), 20);
 
     // Rows read back are the rows written, image bytes included.
     let mut back = ds.read_samples(&files).await.expect("read");
@@ -122,96 +66,73 @@ async fn suite(url: &str) {
             descriptors: vec!["small".into()],
         }]),
         sr_window: Some((2, 5)),
-        producer: Producer {
-            distiller: "rules".into(),
-            model: None,
-            prompt_hash: None,
-        },
+        producer: Producer { distiller: "rules".into(), model: None, prompt_hash: None },
         created_at_us: 1,
     }];
-    ds.append_annotations(&ann, None)
-        .await
-        .expect("annotations");
+    ds.append_annotations(&ann, None).await.expect("annotations");
+
+    // Labels: ground truth kept apart from re-derivable annotations.
+    let label = LabelRow {
+        sample_id: "s-000001".into(),
+        source: "test".into(),
+        labels_json: r#"{"findings":[{"kind":"effusion","presence":"present"}]}"#.into(),
+        created_at_us: 2,
+    };
+    ds.append_labels(std::slice::from_ref(&label), None).await.expect("labels");
+    let lfiles = ds.table(TableKind::Labels).files(1).await.expect("label files");
+    let lrows = ecamp_store::schema::label_rows(&ds.read_file(TableKind::Labels, &lfiles[0]).await.expect("read")[0])
+        .expect("decode");
+    assert_eq!(lrows, vec![label]);
+
+    // Ranged reads of a projection: only the key columns, no image bytes.
+    let keys = ds.read_columns(TableKind::Samples, &files[0], &["sample_id", "image_sha256"]).await.expect("columns");
+    assert_eq!(keys.iter().map(|b| b.num_rows() as u64).sum::<u64>(), files[0].rows);
+    assert!(keys.iter().all(|b| b.num_columns() == 2));
 
     // History: versions in order with their added rows.
-    let hist = ds
-        .table(TableKind::Samples)
-        .history()
-        .await
-        .expect("history");
-    assert_eq!(
-        hist.iter().map(|c| c.version).collect::<Vec<_>>(),
-        vec![0, 1, 2]
-    );
+    let hist = ds.table(TableKind::Samples).history().await.expect("history");
+    assert_eq!(hist.iter().map(|c| c.version).collect::<Vec<_>>(), vec![0, 1, 2]);
     assert_eq!(hist[1].rows_added(), 20);
     assert_eq!(hist[2].txns, vec![("w".to_string(), 1)]);
 
     // Snapshots: same versions, same id; one more append, another id.
-    let s1 = ds.snapshot_at(Some(2), Some(1)).await.expect("snap");
-    let s1b = ds.snapshot_at(Some(2), Some(1)).await.expect("snap again");
+    let s1 =
+        ds.snapshot_at(TableVersions { samples: Some(2), annotations: Some(1), labels: None }).await.expect("snap");
+    let s1b = ds
+        .snapshot_at(TableVersions { samples: Some(2), annotations: Some(1), labels: None })
+        .await
+        .expect("snap again");
     assert_eq!(s1.id, s1b.id);
     ds.pin(&s1).await.expect("pin");
     ds.pin(&s1).await.expect("pin twice");
-    let opened = ds
-        .open_snapshot(&s1.id, Verify::Content)
-        .await
-        .expect("open pinned");
+    let opened = ds.open_snapshot(&s1.id, Verify::Content).await.expect("open pinned");
     assert_eq!(opened, s1);
-    assert_eq!(
-        ds.resolve(&SnapshotRef::Id(s1.id.clone()))
-            .await
-            .expect("resolve"),
-        s1
-    );
+    assert_eq!(ds.resolve(&SnapshotRef::Id(s1.id.clone())).await.expect("resolve"), s1);
     assert_eq!(ds.pinned_ids().await.expect("ids"), vec![s1.id.clone()]);
 
-    ds.append_samples(&sample_rows("s", 35, 5), None)
-        .await
-        .expect("c");
-    let s2 = ds.snapshot_at(None, None).await.expect("latest");
+    ds.append_samples(&sample_rows("s", 35, 5), None).await.expect("c");
+    let s2 = ds.snapshot_at(TableVersions::default()).await.expect("latest");
     assert_ne!(s1.id, s2.id);
     let d = ecamp_store::snapshot::diff(&s1, &s2);
     assert_eq!(d[&TableKind::Samples].rows_added(), 5);
     assert_eq!(d[&TableKind::Annotations].rows_added(), 0);
 
     // A clean dataset passes fsck with no orphans.
-    let report = ds
-        .fsck(&FsckOptions {
-            grace: std::time::Duration::ZERO,
-            ..Default::default()
-        })
-        .await
-        .expect("fsck");
+    let report = ds.fsck(&FsckOptions { grace: std::time::Duration::ZERO, ..Default::default() }).await.expect("fsck");
     assert!(report.is_clean(), "{report:?}");
     assert!(report.orphans.is_empty(), "{report:?}");
 
     // One flipped byte in a pinned data file: an integrity error naming the file.
-    let victim = format!(
-        "samples/{}",
-        s1.table(TableKind::Samples).expect("pin").files[0].path
-    );
+    let victim = format!("samples/{}", s1.table(TableKind::Samples).expect("pin").files[0].path);
     flip_one_byte(&ds, &victim).await;
-    let err = ds
-        .open_snapshot(&s1.id, Verify::Content)
-        .await
-        .expect_err("flipped byte must be caught");
-    assert!(
-        matches!(&err, StoreError::Integrity { path, .. } if path == &victim),
-        "{err}"
-    );
+    let err = ds.open_snapshot(&s1.id, Verify::Content).await.expect_err("flipped byte must be caught");
+    assert!(matches!(&err, StoreError::Integrity { path, .. } if path == &victim), "{err}");
     let report = ds.fsck(&FsckOptions::default()).await.expect("fsck");
     assert!(!report.is_clean());
-    assert!(
-        report.problems.iter().any(|p| p.contains(&victim)),
-        "{report:?}"
-    );
+    assert!(report.problems.iter().any(|p| p.contains(&victim)), "{report:?}");
 
     // A version that does not exist is a clear error.
-    let err = ds
-        .table(TableKind::Samples)
-        .files(99)
-        .await
-        .expect_err("no v99");
+    let err = ds.table(TableKind::Samples).files(99).await.expect_err("no v99");
     assert!(err.to_string().contains("99"), "{err}");
 }
 

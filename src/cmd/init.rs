@@ -15,9 +15,7 @@ pub struct Args {
 
 /// Creates the dataset, or verifies it if it already exists.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ds = Dataset::create(&args.dataset)
-        .await
-        .context("cannot create dataset")?;
+    let ds = Dataset::create(&args.dataset).await.context("cannot create dataset")?;
     println!("dataset ready at {}", ds.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -66,21 +66,14 @@ pub enum Command {
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::List(a) => list(a).await,
-        Command::Show {
-            ds,
-            snapshot,
-            verify,
-            files,
-        } => show(ds, snapshot, verify, files).await,
+        Command::Show { ds, snapshot, verify, files } => show(ds, snapshot, verify, files).await,
         Command::Pin { ds, snapshot } => pin(ds, snapshot).await,
         Command::Diff { ds, from, to } => diff_cmd(ds, from, to).await,
     }
 }
 
 async fn open(a: &DatasetArg) -> anyhow::Result<Dataset> {
-    Dataset::open(&a.dataset)
-        .await
-        .context("cannot open dataset")
+    Dataset::open(&a.dataset).await.context("cannot open dataset")
 }
 
 #[derive(serde::Serialize)]
@@ -99,11 +92,7 @@ async fn list(a: DatasetArg) -> anyhow::Result<ExitCode> {
     let ds = open(&a).await?;
     let mut out = Vec::new();
     for kind in TableKind::ALL {
-        let history = ds
-            .table(kind)
-            .history()
-            .await
-            .with_context(|| format!("cannot read the {kind} log"))?;
+        let history = ds.table(kind).history().await.with_context(|| format!("cannot read the {kind} log"))?;
         let mut live: HashMap<String, (u64, u64)> = HashMap::new();
         for c in history {
             for f in &c.added {
@@ -149,32 +138,15 @@ async fn list(a: DatasetArg) -> anyhow::Result<ExitCode> {
             human_bytes(r.bytes)
         );
     }
-    println!(
-        "pinned snapshots: {}",
-        if pinned.is_empty() {
-            "none".to_string()
-        } else {
-            pinned.join(", ")
-        }
-    );
+    println!("pinned snapshots: {}", if pinned.is_empty() { "none".to_string() } else { pinned.join(", ") });
     Ok(ExitCode::SUCCESS)
 }
 
-async fn show(
-    a: DatasetArg,
-    r: SnapshotRef,
-    verify: bool,
-    list_files: bool,
-) -> anyhow::Result<ExitCode> {
+async fn show(a: DatasetArg, r: SnapshotRef, verify: bool, list_files: bool) -> anyhow::Result<ExitCode> {
     let ds = open(&a).await?;
-    let snap = ds
-        .resolve(&r)
-        .await
-        .with_context(|| format!("cannot resolve snapshot {r}"))?;
+    let snap = ds.resolve(&r).await.with_context(|| format!("cannot resolve snapshot {r}"))?;
     if verify {
-        ds.verify_files(&snap, Verify::Content)
-            .await
-            .with_context(|| format!("snapshot {} is damaged", snap.id))?;
+        ds.verify_files(&snap, Verify::Content).await.with_context(|| format!("snapshot {} is damaged", snap.id))?;
     }
     if a.json {
         print_json(&snap)?;
@@ -192,13 +164,7 @@ async fn show(
         );
         if list_files {
             for f in &pin.files {
-                println!(
-                    "    {}  {:>8} rows  {:>11}  sha256 {}",
-                    f.path,
-                    f.rows,
-                    human_bytes(f.size),
-                    f.sha256
-                );
+                println!("    {}  {:>8} rows  {:>11}  sha256 {}", f.path, f.rows, human_bytes(f.size), f.sha256);
             }
         }
     }
@@ -210,13 +176,8 @@ async fn show(
 
 async fn pin(a: DatasetArg, r: SnapshotRef) -> anyhow::Result<ExitCode> {
     let ds = open(&a).await?;
-    let snap = ds
-        .resolve(&r)
-        .await
-        .with_context(|| format!("cannot resolve {r}"))?;
-    ds.pin(&snap)
-        .await
-        .context("cannot write the snapshot manifest")?;
+    let snap = ds.resolve(&r).await.with_context(|| format!("cannot resolve {r}"))?;
+    ds.pin(&snap).await.context("cannot write the snapshot manifest")?;
     if a.json {
         print_json(
             &serde_json::json!({ "id": snap.id, "versions": snap.tables.iter().map(|(k, p)| (k.name(), p.version)).collect::<HashMap<_, _>>() }),
@@ -229,14 +190,8 @@ async fn pin(a: DatasetArg, r: SnapshotRef) -> anyhow::Result<ExitCode> {
 
 async fn diff_cmd(a: DatasetArg, from: SnapshotRef, to: SnapshotRef) -> anyhow::Result<ExitCode> {
     let ds = open(&a).await?;
-    let sa = ds
-        .resolve(&from)
-        .await
-        .with_context(|| format!("cannot resolve {from}"))?;
-    let sb = ds
-        .resolve(&to)
-        .await
-        .with_context(|| format!("cannot resolve {to}"))?;
+    let sa = ds.resolve(&from).await.with_context(|| format!("cannot resolve {from}"))?;
+    let sb = ds.resolve(&to).await.with_context(|| format!("cannot resolve {to}"))?;
     let d = diff(&sa, &sb);
     if a.json {
         print_json(&serde_json::json!({ "from": sa.id, "to": sb.id, "tables": d }))?;

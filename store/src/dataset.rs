@@ -9,7 +9,7 @@ use crate::delta::DeltaLog;
 use crate::error::{Result, StoreError};
 use crate::location::Location;
 use crate::log::{AppTxn, AppendOutcome, TableLog};
-use crate::schema::{self, AnnotationRow, SCHEMA_VERSION, SampleRow, TableKind};
+use crate::schema::{self, AnnotationRow, LabelRow, SCHEMA_VERSION, SampleRow, TableKind};
 use crate::shard::{self, DataFile, ShardOptions};
 
 /// Dataset-relative path of the marker that makes a prefix an ecamp dataset.
@@ -27,21 +27,19 @@ struct Marker {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     loc: Location,
-    samples: DeltaLog,
-    annotations: DeltaLog,
+    /// One log per table, indexed by `TableKind as usize`.
+    tables: [DeltaLog; 3],
     shard: ShardOptions,
 }
 
 impl Dataset {
     fn new(loc: Location) -> Result<Self> {
-        let samples = DeltaLog::new(&loc, TableKind::Samples)?;
-        let annotations = DeltaLog::new(&loc, TableKind::Annotations)?;
-        Ok(Dataset {
-            loc,
-            samples,
-            annotations,
-            shard: ShardOptions::default(),
-        })
+        let tables = [
+            DeltaLog::new(&loc, TableKind::Samples)?,
+            DeltaLog::new(&loc, TableKind::Annotations)?,
+            DeltaLog::new(&loc, TableKind::Labels)?,
+        ];
+        Ok(Dataset { loc, tables, shard: ShardOptions::default() })
     }
 
     /// Creates the dataset at `url` (marker and both tables), or opens it if it exists.
@@ -52,32 +50,22 @@ impl Dataset {
             format: "ecamp-dataset".into(),
             schema_version: SCHEMA_VERSION,
             created_at: chrono::Utc::now().to_rfc3339(),
-            tables: TableKind::ALL
-                .iter()
-                .map(|k| k.name().to_string())
-                .collect(),
+            tables: TableKind::ALL.iter().map(|k| k.name().to_string()).collect(),
         };
         let body = serde_json::to_vec_pretty(&marker).map_err(|e| StoreError::Malformed {
             what: "dataset marker",
             path: MARKER.into(),
             message: e.to_string(),
         })?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match ds
-            .loc
-            .store()
-            .put_opts(&ds.loc.path(MARKER), PutPayload::from(body), opts)
-            .await
-        {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match ds.loc.store().put_opts(&ds.loc.path(MARKER), PutPayload::from(body), opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(ds.loc.storage_error(MARKER, &e)),
         }
         ds.read_marker().await?;
-        ds.samples.ensure_created().await?;
-        ds.annotations.ensure_created().await?;
+        for t in &ds.tables {
+            t.ensure_created().await?;
+        }
         Ok(ds)
     }
 
@@ -91,10 +79,7 @@ impl Dataset {
     async fn read_marker(&self) -> Result<()> {
         let path = self.loc.path(MARKER);
         let bytes = match self.loc.store().get(&path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| self.loc.storage_error(MARKER, &e))?,
+            Ok(r) => r.bytes().await.map_err(|e| self.loc.storage_error(MARKER, &e))?,
             Err(object_store::Error::NotFound { .. }) => return Err(self.diagnose_missing().await),
             Err(e) => return Err(self.loc.storage_error(MARKER, &e)),
         };
@@ -118,10 +103,7 @@ impl Dataset {
         let mut probe = self.loc.store().list(Some(self.loc.prefix()));
         match probe.try_next().await {
             Err(e) => self.loc.storage_error("", &e),
-            Ok(_) => StoreError::NotADataset {
-                url: self.loc.display(),
-                marker: MARKER.into(),
-            },
+            Ok(_) => StoreError::NotADataset { url: self.loc.display(), marker: MARKER.into() },
         }
     }
 
@@ -137,10 +119,7 @@ impl Dataset {
 
     /// The transaction log of table `kind`.
     pub fn table(&self, kind: TableKind) -> &DeltaLog {
-        match kind {
-            TableKind::Samples => &self.samples,
-            TableKind::Annotations => &self.annotations,
-        }
+        &self.tables[kind as usize]
     }
 
     /// Overrides the shard writer's tuning (row group and file sizes).
@@ -151,11 +130,7 @@ impl Dataset {
 
     /// Whether `txn` (or a later batch of the same writer) is already committed to `kind`.
     pub async fn is_committed(&self, kind: TableKind, txn: &AppTxn) -> Result<bool> {
-        Ok(self
-            .table(kind)
-            .txn_version(&txn.app_id)
-            .await?
-            .is_some_and(|seq| seq >= txn.seq))
+        Ok(self.table(kind).txn_version(&txn.app_id).await?.is_some_and(|seq| seq >= txn.seq))
     }
 
     /// Writes `batch` as new data files of `kind` and commits them as one version.
@@ -179,27 +154,18 @@ impl Dataset {
     }
 
     /// Appends sample rows as one commit.
-    pub async fn append_samples(
-        &self,
-        rows: &[SampleRow],
-        txn: Option<AppTxn>,
-    ) -> Result<AppendOutcome> {
-        self.append_batch(TableKind::Samples, &schema::samples_batch(rows)?, txn)
-            .await
+    pub async fn append_samples(&self, rows: &[SampleRow], txn: Option<AppTxn>) -> Result<AppendOutcome> {
+        self.append_batch(TableKind::Samples, &schema::samples_batch(rows)?, txn).await
     }
 
     /// Appends annotation rows as one commit.
-    pub async fn append_annotations(
-        &self,
-        rows: &[AnnotationRow],
-        txn: Option<AppTxn>,
-    ) -> Result<AppendOutcome> {
-        self.append_batch(
-            TableKind::Annotations,
-            &schema::annotations_batch(rows)?,
-            txn,
-        )
-        .await
+    pub async fn append_annotations(&self, rows: &[AnnotationRow], txn: Option<AppTxn>) -> Result<AppendOutcome> {
+        self.append_batch(TableKind::Annotations, &schema::annotations_batch(rows)?, txn).await
+    }
+
+    /// Appends label rows as one commit.
+    pub async fn append_labels(&self, rows: &[LabelRow], txn: Option<AppTxn>) -> Result<AppendOutcome> {
+        self.append_batch(TableKind::Labels, &schema::labels_batch(rows)?, txn).await
     }
 
     /// Reads a whole data file of `kind`, verifying its size and hash first.
@@ -221,11 +187,7 @@ impl Dataset {
     /// Reads a small JSON document of ours at a dataset-relative path; `None` if absent.
     pub(crate) async fn get_json(&self, rel: &str) -> Result<Option<Bytes>> {
         match self.loc.store().get(&self.loc.path(rel)).await {
-            Ok(r) => Ok(Some(
-                r.bytes()
-                    .await
-                    .map_err(|e| self.loc.storage_error(rel, &e))?,
-            )),
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.loc.storage_error(rel, &e))?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.loc.storage_error(rel, &e)),
         }

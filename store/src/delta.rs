@@ -8,8 +8,8 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
 use deltalake_core::logstore::{
-    LogStore, LogStoreFactory, LogStoreRef, ObjectStoreRef, StorageConfig, default_logstore,
-    logstore_factories, logstore_with,
+    LogStore, LogStoreFactory, LogStoreRef, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
+    logstore_with,
 };
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
@@ -35,14 +35,8 @@ const COMMIT_ATTEMPTS: u32 = 60;
 /// Reader features whose tables this build reads correctly.
 const READER_FEATURES: &[&str] = &["timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"];
 /// Writer features whose tables this build appends to correctly.
-const WRITER_FEATURES: &[&str] = &[
-    "appendOnly",
-    "invariants",
-    "timestampNtz",
-    "v2Checkpoint",
-    "vacuumProtocolCheck",
-    "checkpointProtection",
-];
+const WRITER_FEATURES: &[&str] =
+    &["appendOnly", "invariants", "timestampNtz", "v2Checkpoint", "vacuumProtocolCheck", "checkpointProtection"];
 
 #[derive(Debug, Default)]
 struct PutIfAbsentFactory;
@@ -55,12 +49,7 @@ impl LogStoreFactory for PutIfAbsentFactory {
         location: &Url,
         options: &StorageConfig,
     ) -> DeltaResult<Arc<dyn LogStore>> {
-        Ok(default_logstore(
-            prefixed_store,
-            root_store,
-            location,
-            options,
-        ))
+        Ok(default_logstore(prefixed_store, root_store, location, options))
     }
 }
 
@@ -70,13 +59,9 @@ fn register_cloud_schemes() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let factories = logstore_factories();
-        for scheme in [
-            "s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://",
-        ] {
+        for scheme in ["s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://"] {
             if let Ok(url) = Url::parse(scheme) {
-                factories
-                    .entry(url)
-                    .or_insert_with(|| Arc::new(PutIfAbsentFactory));
+                factories.entry(url).or_insert_with(|| Arc::new(PutIfAbsentFactory));
             }
         }
     });
@@ -95,34 +80,20 @@ pub struct DeltaLog {
 
 impl std::fmt::Debug for DeltaLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeltaLog")
-            .field("table", &self.shown)
-            .finish_non_exhaustive()
+        f.debug_struct("DeltaLog").field("table", &self.shown).finish_non_exhaustive()
     }
 }
 
 fn expected_schema(kind: TableKind) -> Result<StructType> {
-    kind.schema()
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| StoreError::delta(kind.name(), e))
+    kind.schema().as_ref().try_into_kernel().map_err(|e| StoreError::delta(kind.name(), e))
 }
 
 fn is_not_a_table(err: &DeltaTableError) -> bool {
-    if matches!(
-        err,
-        DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_)
-    ) {
+    if matches!(err, DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_)) {
         return true;
     }
     let msg = err.to_string();
-    [
-        "No files in log segment",
-        "Path does not exist",
-        "not a Delta table",
-    ]
-    .iter()
-    .any(|m| msg.contains(m))
+    ["No files in log segment", "Path does not exist", "not a Delta table"].iter().any(|m| msg.contains(m))
 }
 
 /// Contention and network faults that a later attempt can get past.
@@ -149,12 +120,7 @@ impl DeltaLog {
         let shown = format!("{}/{}", loc.display(), kind.name());
         let log_store = logstore_with(loc.store().clone(), &url, StorageConfig::default())
             .map_err(|e| StoreError::delta(&shown, e))?;
-        Ok(DeltaLog {
-            kind,
-            shown,
-            log_store,
-            latest: Arc::default(),
-        })
+        Ok(DeltaLog { kind, shown, log_store, latest: Arc::default() })
     }
 
     /// The table's URL with secrets masked.
@@ -189,20 +155,13 @@ impl DeltaLog {
         let table = match res {
             Ok(t) => t,
             Err(e) if is_not_a_table(&e) => {
-                return Err(StoreError::Delta {
-                    table: self.shown.clone(),
-                    message: "no Delta table here".into(),
-                });
+                return Err(StoreError::Delta { table: self.shown.clone(), message: "no Delta table here".into() });
             }
             Err(e) => {
                 if let (Some(v), Ok(latest)) = (version, self.log_store.get_latest_version(0).await)
                     && v > latest
                 {
-                    return Err(StoreError::NoSuchVersion {
-                        table: self.shown.clone(),
-                        version: v,
-                        latest,
-                    });
+                    return Err(StoreError::NoSuchVersion { table: self.shown.clone(), version: v, latest });
                 }
                 return Err(self.delta_err(e));
             }
@@ -213,9 +172,7 @@ impl DeltaLog {
 
     fn delta_err(&self, e: DeltaTableError) -> StoreError {
         match e {
-            DeltaTableError::ObjectStore { source } => {
-                StoreError::storage(&self.shown, "_delta_log", &source)
-            }
+            DeltaTableError::ObjectStore { source } => StoreError::storage(&self.shown, "_delta_log", &source),
             other => StoreError::delta(&self.shown, other),
         }
     }
@@ -257,10 +214,7 @@ impl DeltaLog {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(StoreError::UnsupportedProtocol {
-                table: self.shown.clone(),
-                features: missing.join(", "),
-            })
+            Err(StoreError::UnsupportedProtocol { table: self.shown.clone(), features: missing.join(", ") })
         }
     }
 
@@ -268,33 +222,18 @@ impl DeltaLog {
         let snapshot = table.snapshot().map_err(|e| self.delta_err(e))?;
         let found = snapshot.schema();
         let want = expected_schema(self.kind)?;
-        let names = |s: &StructType| {
-            s.fields()
-                .map(|f| format!("{}:{:?}", f.name(), f.data_type()))
-                .collect::<Vec<_>>()
-        };
+        let names =
+            |s: &StructType| s.fields().map(|f| format!("{}:{:?}", f.name(), f.data_type())).collect::<Vec<_>>();
         if names(found.as_ref()) != names(&want) {
             return Err(StoreError::SchemaMismatch {
                 table: self.shown.clone(),
-                reason: format!(
-                    "columns {:?}, expected {:?}",
-                    names(found.as_ref()),
-                    names(&want)
-                ),
+                reason: format!("columns {:?}, expected {:?}", names(found.as_ref()), names(&want)),
             });
         }
-        let version = snapshot
-            .metadata()
-            .configuration()
-            .get(SCHEMA_PROP)
-            .and_then(|v| v.parse::<u32>().ok());
+        let version = snapshot.metadata().configuration().get(SCHEMA_PROP).and_then(|v| v.parse::<u32>().ok());
         match version {
             Some(v) if v == SCHEMA_VERSION => Ok(()),
-            Some(v) => Err(StoreError::SchemaVersion {
-                url: self.shown.clone(),
-                found: v,
-                supported: SCHEMA_VERSION,
-            }),
+            Some(v) => Err(StoreError::SchemaVersion { url: self.shown.clone(), found: v, supported: SCHEMA_VERSION }),
             None => Err(StoreError::SchemaMismatch {
                 table: self.shown.clone(),
                 reason: format!("no '{SCHEMA_PROP}' property"),
@@ -303,27 +242,14 @@ impl DeltaLog {
     }
 
     async fn create(&self) -> DeltaResult<DeltaTable> {
-        let schema =
-            expected_schema(self.kind).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        let schema = expected_schema(self.kind).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
         let mut config: HashMap<String, Option<String>> = HashMap::from([
             (SCHEMA_PROP.to_string(), Some(SCHEMA_VERSION.to_string())),
             // Time travel to any pinned version must keep working for years.
-            (
-                "delta.logRetentionDuration".to_string(),
-                Some("interval 3650 days".to_string()),
-            ),
-            (
-                "delta.deletedFileRetentionDuration".to_string(),
-                Some("interval 3650 days".to_string()),
-            ),
-            (
-                "delta.enableDeletionVectors".to_string(),
-                Some("false".to_string()),
-            ),
-            (
-                "delta.columnMapping.mode".to_string(),
-                Some("none".to_string()),
-            ),
+            ("delta.logRetentionDuration".to_string(), Some("interval 3650 days".to_string())),
+            ("delta.deletedFileRetentionDuration".to_string(), Some("interval 3650 days".to_string())),
+            ("delta.enableDeletionVectors".to_string(), Some("false".to_string())),
+            ("delta.columnMapping.mode".to_string(), Some("none".to_string())),
         ]);
         if self.kind.append_only() {
             config.insert("delta.appendOnly".to_string(), Some("true".to_string()));
@@ -331,10 +257,7 @@ impl DeltaLog {
         CreateBuilder::new()
             .with_log_store(self.log_store.clone())
             .with_table_name(self.kind.name())
-            .with_comment(format!(
-                "ecamp {} table, layout version {SCHEMA_VERSION}",
-                self.kind
-            ))
+            .with_comment(format!("ecamp {} table, layout version {SCHEMA_VERSION}", self.kind))
             .with_columns(schema.fields().cloned())
             .with_configuration(config)
             .with_raise_if_key_not_exists(false)
@@ -351,39 +274,25 @@ impl DeltaLog {
             modification_time: chrono::Utc::now().timestamp_millis(),
             data_change: true,
             stats: Some(stats.to_string()),
-            tags: Some(HashMap::from([(
-                SHA_TAG.to_string(),
-                Some(file.sha256.clone()),
-            )])),
+            tags: Some(HashMap::from([(SHA_TAG.to_string(), Some(file.sha256.clone()))])),
             ..Default::default()
         })
     }
 
-    async fn try_append(
-        &self,
-        actions: &[Action],
-        txn: &Option<AppTxn>,
-    ) -> DeltaResult<AppendOutcome> {
+    async fn try_append(&self, actions: &[Action], txn: &Option<AppTxn>) -> DeltaResult<AppendOutcome> {
         let table = self.load_latest().await?;
-        self.check_protocol(&table, true)
-            .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        self.check_protocol(&table, true).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
         let snapshot = table.snapshot()?;
         let mut props = CommitProperties::default().with_max_retries(DELTA_RETRIES);
         if let Some(t) = txn {
-            if let Some(done) = snapshot
-                .transaction_version(self.log_store.as_ref(), &t.app_id)
-                .await?
+            if let Some(done) = snapshot.transaction_version(self.log_store.as_ref(), &t.app_id).await?
                 && done >= t.seq
             {
                 return Ok(AppendOutcome::AlreadyCommitted);
             }
             props = props.with_application_transaction(Transaction::new(&t.app_id, t.seq));
         }
-        let op = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
-        };
+        let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
         let commit = CommitBuilder::from(props)
             .with_actions(actions.to_vec())
             .build(Some(snapshot), self.log_store.clone(), op)
@@ -405,27 +314,19 @@ impl DeltaLog {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let action: Action =
-                serde_json::from_slice(line).map_err(|e| StoreError::Malformed {
-                    what: "delta commit",
-                    path: format!(
-                        "{}/_delta_log/{version:020}.json line {}",
-                        self.shown,
-                        i + 1
-                    ),
-                    message: e.to_string(),
-                })?;
+            let action: Action = serde_json::from_slice(line).map_err(|e| StoreError::Malformed {
+                what: "delta commit",
+                path: format!("{}/_delta_log/{version:020}.json line {}", self.shown, i + 1),
+                message: e.to_string(),
+            })?;
             match action {
                 Action::CommitInfo(ci) => {
                     rec.timestamp_ms = ci.in_commit_timestamp.or(ci.timestamp);
                     rec.operation = ci.operation.unwrap_or_default();
                 }
-                Action::Add(add) => rec.added.push(data_file(
-                    &add.path,
-                    add.size,
-                    add.stats.as_deref(),
-                    add.tags.as_ref(),
-                )),
+                Action::Add(add) => {
+                    rec.added.push(data_file(&add.path, add.size, add.stats.as_deref(), add.tags.as_ref()))
+                }
                 Action::Remove(r) => rec.removed.push(r.path),
                 Action::Txn(t) => rec.txns.push((t.app_id, t.version)),
                 _ => {}
@@ -435,25 +336,13 @@ impl DeltaLog {
     }
 }
 
-fn data_file(
-    path: &str,
-    size: i64,
-    stats: Option<&str>,
-    tags: Option<&HashMap<String, Option<String>>>,
-) -> DataFile {
+fn data_file(path: &str, size: i64, stats: Option<&str>, tags: Option<&HashMap<String, Option<String>>>) -> DataFile {
     let rows = stats
         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
         .and_then(|v| v.get("numRecords").and_then(|n| n.as_u64()))
         .unwrap_or(0);
-    let sha256 = tags
-        .and_then(|t| t.get(SHA_TAG).cloned().flatten())
-        .unwrap_or_default();
-    DataFile {
-        path: path.to_string(),
-        size: size.max(0) as u64,
-        rows,
-        sha256,
-    }
+    let sha256 = tags.and_then(|t| t.get(SHA_TAG).cloned().flatten()).unwrap_or_default();
+    DataFile { path: path.to_string(), size: size.max(0) as u64, rows, sha256 }
 }
 
 impl TableLog for DeltaLog {
@@ -474,9 +363,7 @@ impl TableLog for DeltaLog {
 
     async fn latest_version(&self) -> Result<u64> {
         let table = self.load(None).await?;
-        table
-            .version()
-            .ok_or_else(|| StoreError::delta(&self.shown, "table has no version"))
+        table.version().ok_or_else(|| StoreError::delta(&self.shown, "table has no version"))
     }
 
     async fn append(&self, files: Vec<DataFile>, txn: Option<AppTxn>) -> Result<AppendOutcome> {
@@ -491,10 +378,7 @@ impl TableLog for DeltaLog {
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(DeltaTableError::Generic(msg)) if msg.contains("Delta protocol features") => {
-                    return Err(StoreError::UnsupportedProtocol {
-                        table: self.shown.clone(),
-                        features: msg,
-                    });
+                    return Err(StoreError::UnsupportedProtocol { table: self.shown.clone(), features: msg });
                 }
                 Err(e) => return Err(self.delta_err(e)),
             }
@@ -509,10 +393,7 @@ impl TableLog for DeltaLog {
     async fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
         let table = self.load(None).await?;
         let snapshot = table.snapshot().map_err(|e| self.delta_err(e))?;
-        snapshot
-            .transaction_version(self.log_store.as_ref(), app_id)
-            .await
-            .map_err(|e| self.delta_err(e))
+        snapshot.transaction_version(self.log_store.as_ref(), app_id).await.map_err(|e| self.delta_err(e))
     }
 
     async fn files(&self, version: u64) -> Result<Vec<DataFile>> {
@@ -532,20 +413,11 @@ impl TableLog for DeltaLog {
     }
 
     async fn history(&self) -> Result<Vec<CommitRecord>> {
-        let latest = self
-            .log_store
-            .get_latest_version(0)
-            .await
-            .map_err(|e| self.delta_err(e))?;
+        let latest = self.log_store.get_latest_version(0).await.map_err(|e| self.delta_err(e))?;
         let mut out = Vec::with_capacity(latest as usize + 1);
         for version in 0..=latest {
             // Entries older than the log retention may be gone; skip them.
-            if let Some(bytes) = self
-                .log_store
-                .read_commit_entry(version)
-                .await
-                .map_err(|e| self.delta_err(e))?
-            {
+            if let Some(bytes) = self.log_store.read_commit_entry(version).await.map_err(|e| self.delta_err(e))? {
                 out.push(self.parse_commit(version, &bytes)?);
             }
         }

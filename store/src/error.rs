@@ -52,9 +52,7 @@ pub enum StoreError {
         message: String,
     },
     /// The URL points at storage that holds no ecamp dataset.
-    #[error(
-        "'{url}' is not an ecamp dataset (no {marker}); create one with `ecamp init --dataset {url}` or an ingest"
-    )]
+    #[error("'{url}' is not an ecamp dataset (no {marker}); create one with `ecamp init --dataset {url}` or an ingest")]
     NotADataset {
         /// The dataset URL.
         url: String,
@@ -72,9 +70,7 @@ pub enum StoreError {
         supported: u32,
     },
     /// The table's Delta protocol needs features this reader does not implement.
-    #[error(
-        "table '{table}' needs Delta protocol features this build does not support: {features}"
-    )]
+    #[error("table '{table}' needs Delta protocol features this build does not support: {features}")]
     UnsupportedProtocol {
         /// The table URL.
         table: String,
@@ -181,50 +177,28 @@ impl StoreError {
             || lower.contains("containernotfound")
             || lower.contains("the specified bucket does not exist")
         {
-            return StoreError::NoSuchBucket {
-                url: url.to_string(),
-                message,
-            };
+            return StoreError::NoSuchBucket { url: url.to_string(), message };
         }
-        if matches!(
-            err,
-            object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }
-        ) || lower.contains("accessdenied")
+        if matches!(err, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+            || lower.contains("accessdenied")
             || lower.contains("invalidaccesskeyid")
             || lower.contains("signaturedoesnotmatch")
             || lower.contains("authenticationfailed")
         {
-            return StoreError::AccessDenied {
-                url: url.to_string(),
-                message,
-            };
+            return StoreError::AccessDenied { url: url.to_string(), message };
         }
         let transient = is_transient(err);
-        StoreError::Storage {
-            path: path.into(),
-            message,
-            transient,
-        }
+        StoreError::Storage { path: path.into(), message, transient }
     }
 
     /// Wraps a delta-rs error for `table`.
     pub(crate) fn delta(table: &str, err: impl std::fmt::Display) -> Self {
-        StoreError::Delta {
-            table: table.to_string(),
-            message: redact::scrub(&err.to_string()),
-        }
+        StoreError::Delta { table: table.to_string(), message: redact::scrub(&err.to_string()) }
     }
 
     /// Whether the operation that failed may succeed if retried.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Storage {
-                transient: true,
-                ..
-            }
-        )
+        matches!(self, StoreError::Storage { transient: true, .. })
     }
 }
 
@@ -237,10 +211,7 @@ pub(crate) fn compact(msg: &str) -> String {
         let len = msg[start..].find(&format!("</{name}>"))?;
         Some(&msg[start..start + len])
     };
-    let text = match (
-        msg.find("<?xml").or_else(|| msg.find("<Error>")),
-        tag("Code"),
-    ) {
+    let text = match (msg.find("<?xml").or_else(|| msg.find("<Error>")), tag("Code")) {
         (Some(at), Some(code)) => {
             format!("{} {code}: {}", &msg[..at], tag("Message").unwrap_or(""))
         }
@@ -264,9 +235,7 @@ pub(crate) fn is_transient(err: &object_store::Error) -> bool {
         | object_store::Error::UnknownConfigurationKey { .. } => false,
         other => {
             let s = other.to_string().to_ascii_lowercase();
-            !(s.contains("nosuchbucket")
-                || s.contains("accessdenied")
-                || s.contains("invalidaccesskeyid"))
+            !(s.contains("nosuchbucket") || s.contains("accessdenied") || s.contains("invalidaccesskeyid"))
         }
     }
 }
@@ -278,10 +247,7 @@ mod tests {
     #[test]
     fn xml_bodies_become_one_line() {
         let msg = "GET http://h/b 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
-        assert_eq!(
-            compact(msg),
-            "GET http://h/b 404 Not Found: NoSuchBucket: The specified bucket does not exist"
-        );
+        assert_eq!(compact(msg), "GET http://h/b 404 Not Found: NoSuchBucket: The specified bucket does not exist");
         assert_eq!(compact("a\n  b"), "a b");
     }
 }

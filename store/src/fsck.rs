@@ -27,11 +27,7 @@ pub struct FsckOptions {
 
 impl Default for FsckOptions {
     fn default() -> Self {
-        FsckOptions {
-            delete_orphans: false,
-            grace: Duration::from_secs(3600),
-            verify: Verify::Content,
-        }
+        FsckOptions { delete_orphans: false, grace: Duration::from_secs(3600), verify: Verify::Content }
     }
 }
 
@@ -70,10 +66,7 @@ impl FsckReport {
 
 /// Whether a name inside `_delta_log/` is a leftover of an interrupted write.
 fn is_log_leftover(name: &str) -> bool {
-    name.contains('#')
-        || name.ends_with(".tmp")
-        || name.starts_with(".tmp")
-        || name.starts_with("_commit_")
+    name.contains('#') || name.ends_with(".tmp") || name.starts_with(".tmp") || name.starts_with("_commit_")
 }
 
 impl Dataset {
@@ -87,11 +80,7 @@ impl Dataset {
             let log = self.table(kind);
             let history = log.history().await?;
             for c in &history {
-                referenced.extend(
-                    c.added
-                        .iter()
-                        .map(|f| format!("{}/{}", kind.name(), f.path)),
-                );
+                referenced.extend(c.added.iter().map(|f| format!("{}/{}", kind.name(), f.path)));
             }
             let latest = log.latest_version().await?;
             report.versions.insert(kind.name().to_string(), latest);
@@ -112,41 +101,27 @@ impl Dataset {
         }
         for (rel, f) in &to_check {
             if f.sha256.is_empty() {
-                report
-                    .problems
-                    .push(format!("{rel}: no content hash recorded in its commit"));
+                report.problems.push(format!("{rel}: no content hash recorded in its commit"));
             }
         }
         report.checked = to_check.len();
-        let problems = self
-            .check_files(to_check.into_iter().collect(), opts.verify)
-            .await;
-        report
-            .problems
-            .extend(problems.iter().map(|e| e.to_string()));
+        let problems = self.check_files(to_check.into_iter().collect(), opts.verify).await;
+        report.problems.extend(problems.iter().map(|e| e.to_string()));
         report.problems.sort();
 
         let now = chrono::Utc::now();
         let loc = self.location();
         for kind in TableKind::ALL {
             let dir = loc.path(kind.name());
-            let metas: Vec<_> = loc
-                .store()
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|e| loc.storage_error(kind.name(), &e))?;
+            let metas: Vec<_> =
+                loc.store().list(Some(&dir)).try_collect().await.map_err(|e| loc.storage_error(kind.name(), &e))?;
             for m in metas {
                 let Some(rel) = loc.relative(&m.location) else {
                     continue;
                 };
                 let in_log = rel.starts_with(&format!("{}/_delta_log/", kind.name()));
                 let name = m.location.filename().unwrap_or_default();
-                let unreferenced = if in_log {
-                    is_log_leftover(name)
-                } else {
-                    !referenced.contains(&rel)
-                };
+                let unreferenced = if in_log { is_log_leftover(name) } else { !referenced.contains(&rel) };
                 if !unreferenced {
                     continue;
                 }
@@ -154,10 +129,7 @@ impl Dataset {
                 if age < opts.grace {
                     report.young += 1;
                 } else {
-                    report.orphans.push(Orphan {
-                        path: rel,
-                        size: m.size,
-                    });
+                    report.orphans.push(Orphan { path: rel, size: m.size });
                 }
             }
         }
@@ -167,10 +139,7 @@ impl Dataset {
                 if referenced.contains(&o.path) || o.path.starts_with(SNAPSHOT_DIR) {
                     continue;
                 }
-                loc.store()
-                    .delete(&loc.path(&o.path))
-                    .await
-                    .map_err(|e| loc.storage_error(&o.path, &e))?;
+                loc.store().delete(&loc.path(&o.path)).await.map_err(|e| loc.storage_error(&o.path, &e))?;
                 report.deleted.push(o.path.clone());
             }
         }

@@ -1,7 +1,7 @@
 //! ecamp-store: dataset tables on object storage.
 //!
-//! A dataset is a URL (`file://`, `memory://`, `s3://`, `gs://`, `az://`) holding two Delta Lake
-//! tables, `samples` and `annotations`, plus ecamp's own small documents under `_ecamp/`
+//! A dataset is a URL (`file://`, `memory://`, `s3://`, `gs://`, `az://`) holding three Delta Lake
+//! tables, `samples`, `annotations` and `labels`, plus ecamp's own small documents under `_ecamp/`
 //! (the dataset marker and pinned snapshot manifests). This crate owns the table format:
 //! schemas, Parquet writer settings, commits, snapshots and integrity checks. It knows
 //! nothing about images or ECAMP beyond the column layout.
@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsck;
 pub mod location;
 pub mod log;
+pub mod reader;
 pub mod redact;
 pub mod retry;
 pub mod schema;
@@ -25,6 +26,6 @@ pub use error::{Result, StoreError};
 pub use fsck::{FsckOptions, FsckReport};
 pub use location::{Backend, Location};
 pub use log::{AppTxn, AppendOutcome, CommitRecord, TableLog};
-pub use schema::{AnnotationRow, Entity, Producer, SCHEMA_VERSION, SampleRow, TableKind};
+pub use schema::{AnnotationRow, Entity, LabelRow, Producer, SCHEMA_VERSION, SampleRow, TableKind};
 pub use shard::{DataFile, ShardOptions};
-pub use snapshot::{Snapshot, SnapshotRef, TablePin, Verify};
+pub use snapshot::{Snapshot, SnapshotRef, TablePin, TableVersions, Verify};

@@ -49,11 +49,7 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 /// Lexically normalises a local path (no symlink resolution, no existence required).
 fn absolute_path(raw: &str) -> std::io::Result<PathBuf> {
     let path = FsPath::new(raw);
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(path)
-    };
+    let joined = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -68,21 +64,14 @@ fn absolute_path(raw: &str) -> std::io::Result<PathBuf> {
 }
 
 fn invalid(raw: &str, reason: impl Into<String>) -> StoreError {
-    StoreError::InvalidUrl {
-        url: redact::url(raw),
-        reason: reason.into(),
-    }
+    StoreError::InvalidUrl { url: redact::url(raw), reason: reason.into() }
 }
 
 /// Retry policy for every cloud request: generous, since many writers share one bucket.
 /// Client options (timeouts, proxies, TLS) are left to the environment: overriding them here
 /// would discard settings such as `AWS_ALLOW_HTTP`.
 fn retry_config() -> RetryConfig {
-    RetryConfig {
-        max_retries: 8,
-        retry_timeout: std::time::Duration::from_secs(120),
-        ..RetryConfig::default()
-    }
+    RetryConfig { max_retries: 8, retry_timeout: std::time::Duration::from_secs(120), ..RetryConfig::default() }
 }
 
 impl Location {
@@ -100,8 +89,7 @@ impl Location {
         };
         let Some(url) = parsed else {
             let path = absolute_path(trimmed).map_err(|e| invalid(raw, e.to_string()))?;
-            let url = Url::from_directory_path(&path)
-                .map_err(|_| invalid(raw, "not an absolute path"))?;
+            let url = Url::from_directory_path(&path).map_err(|_| invalid(raw, "not an absolute path"))?;
             return Self::from_url(raw, url);
         };
         Self::from_url(raw, url)
@@ -114,35 +102,20 @@ impl Location {
             url.set_path(&p);
         }
         let shown = redact::url(raw);
-        let config = |e: object_store::Error| StoreError::Config {
-            url: shown.clone(),
-            message: redact::scrub(&e.to_string()),
-        };
+        let config =
+            |e: object_store::Error| StoreError::Config { url: shown.clone(), message: redact::scrub(&e.to_string()) };
         let scheme = url.scheme().to_ascii_lowercase();
-        let (backend, store, prefix): (Backend, Arc<dyn ObjectStore>, Path) = match scheme.as_str()
-        {
+        let (backend, store, prefix): (Backend, Arc<dyn ObjectStore>, Path) = match scheme.as_str() {
             "file" => {
-                let path = url
-                    .to_file_path()
-                    .map_err(|_| invalid(raw, "not a local path"))?;
-                let prefix =
-                    Path::from_absolute_path(&path).map_err(|e| invalid(raw, e.to_string()))?;
+                let path = url.to_file_path().map_err(|_| invalid(raw, "not a local path"))?;
+                let prefix = Path::from_absolute_path(&path).map_err(|e| invalid(raw, e.to_string()))?;
                 (Backend::File, Arc::new(LocalFileSystem::new()), prefix)
             }
             "memory" => {
                 let name = url.host_str().unwrap_or("").to_string();
-                let mut stores = memory_stores()
-                    .lock()
-                    .map_err(|_| invalid(raw, "memory store registry poisoned"))?;
-                let store = stores
-                    .entry(name)
-                    .or_insert_with(|| Arc::new(InMemory::new()))
-                    .clone();
-                (
-                    Backend::Memory,
-                    store as Arc<dyn ObjectStore>,
-                    Path::from(url.path()),
-                )
+                let mut stores = memory_stores().lock().map_err(|_| invalid(raw, "memory store registry poisoned"))?;
+                let store = stores.entry(name).or_insert_with(|| Arc::new(InMemory::new())).clone();
+                (Backend::Memory, store as Arc<dyn ObjectStore>, Path::from(url.path()))
             }
             "s3" | "s3a" => {
                 let store = AmazonS3Builder::from_env()
@@ -169,23 +142,13 @@ impl Location {
                 (Backend::Azure, Arc::new(store), Path::from(url.path()))
             }
             other => {
-                return Err(StoreError::UnknownScheme {
-                    scheme: other.to_string(),
-                    url: shown,
-                });
+                return Err(StoreError::UnknownScheme { scheme: other.to_string(), url: shown });
             }
         };
-        if matches!(backend, Backend::S3 | Backend::Gcs | Backend::Azure)
-            && url.host_str().unwrap_or("").is_empty()
-        {
+        if matches!(backend, Backend::S3 | Backend::Gcs | Backend::Azure) && url.host_str().unwrap_or("").is_empty() {
             return Err(invalid(raw, "missing bucket or container name"));
         }
-        Ok(Location {
-            url,
-            backend,
-            store,
-            prefix,
-        })
+        Ok(Location { url, backend, store, prefix })
     }
 
     /// The normalised URL (ends with `/`). May hold secrets only if the user put them there;
@@ -225,20 +188,12 @@ impl Location {
 
     /// The dataset-relative form of a store path, if it lies under the dataset.
     pub fn relative(&self, path: &Path) -> Option<String> {
-        path.prefix_match(&self.prefix).map(|parts| {
-            parts
-                .map(|p| p.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/")
-        })
+        path.prefix_match(&self.prefix).map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
     }
 
     /// The URL of a sub-directory (a table), ending without `/` as delta-rs expects.
     pub fn child_url(&self, name: &str) -> Result<Url> {
-        let joined = self
-            .url
-            .join(name)
-            .map_err(|e| invalid(self.url.as_str(), e.to_string()))?;
+        let joined = self.url.join(name).map_err(|e| invalid(self.url.as_str(), e.to_string()))?;
         Ok(joined)
     }
 
@@ -257,10 +212,7 @@ mod tests {
         let loc = Location::parse("/tmp/x/../ds").expect("parse");
         assert_eq!(loc.backend(), Backend::File);
         assert_eq!(loc.url().as_str(), "file:///tmp/ds/");
-        assert_eq!(
-            loc.path("samples/a.parquet").as_ref(),
-            "tmp/ds/samples/a.parquet"
-        );
+        assert_eq!(loc.path("samples/a.parquet").as_ref(), "tmp/ds/samples/a.parquet");
     }
 
     #[test]
@@ -274,9 +226,6 @@ mod tests {
         let a = Location::parse("memory://shared-test/ds").expect("parse");
         let b = Location::parse("memory://shared-test/other").expect("parse");
         assert!(Arc::ptr_eq(a.store(), b.store()));
-        assert_eq!(
-            a.relative(&a.path("samples/x")).as_deref(),
-            Some("samples/x")
-        );
+        assert_eq!(a.relative(&a.path("samples/x")).as_deref(), Some("samples/x"));
     }
 }

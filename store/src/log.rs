@@ -63,11 +63,7 @@ pub trait TableLog: Send + Sync {
     fn latest_version(&self) -> impl Future<Output = Result<u64>> + Send;
 
     /// Commits `files` as one new version, retrying through contention.
-    fn append(
-        &self,
-        files: Vec<DataFile>,
-        txn: Option<AppTxn>,
-    ) -> impl Future<Output = Result<AppendOutcome>> + Send;
+    fn append(&self, files: Vec<DataFile>, txn: Option<AppTxn>) -> impl Future<Output = Result<AppendOutcome>> + Send;
 
     /// The highest batch number committed by writer `app_id`, if any.
     fn txn_version(&self, app_id: &str) -> impl Future<Output = Result<Option<i64>>> + Send;

@@ -6,15 +6,7 @@ use std::sync::OnceLock;
 const MASK: &str = "***";
 
 /// Name fragments of environment variables whose values are secrets.
-const SECRET_HINTS: &[&str] = &[
-    "SECRET",
-    "KEY",
-    "TOKEN",
-    "PASSWORD",
-    "SAS",
-    "CREDENTIAL",
-    "SIGNATURE",
-];
+const SECRET_HINTS: &[&str] = &["SECRET", "KEY", "TOKEN", "PASSWORD", "SAS", "CREDENTIAL", "SIGNATURE"];
 /// Prefixes of the cloud variables the stores read.
 const CLOUD_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "AZURE_", "OBJECT_STORE_", "ECAMP_"];
 

@@ -18,26 +18,28 @@ use crate::error::{Result, StoreError};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Which of a dataset's tables.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableKind {
     /// Images and reports: heavy, append-only.
     Samples,
     /// Distilled context, entities and SR windows: light, re-derivable.
     Annotations,
+    /// Ground truth for evaluation (findings, boxes, masks) as JSON per sample: never derived
+    /// from the reports, so it survives re-distillation.
+    Labels,
 }
 
 impl TableKind {
     /// Both tables, in a fixed order.
-    pub const ALL: [TableKind; 2] = [TableKind::Samples, TableKind::Annotations];
+    pub const ALL: [TableKind; 3] = [TableKind::Samples, TableKind::Annotations, TableKind::Labels];
 
     /// The table's directory name under the dataset.
     pub fn name(self) -> &'static str {
         match self {
             TableKind::Samples => "samples",
             TableKind::Annotations => "annotations",
+            TableKind::Labels => "labels",
         }
     }
 
@@ -46,6 +48,7 @@ impl TableKind {
         match self {
             TableKind::Samples => samples_schema(),
             TableKind::Annotations => annotations_schema(),
+            TableKind::Labels => labels_schema(),
         }
     }
 
@@ -66,10 +69,7 @@ fn timestamp() -> DataType {
 }
 
 fn image_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("bytes", DataType::Binary, true),
-        Field::new("path", DataType::Utf8, true),
-    ])
+    Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)])
 }
 
 fn string_list() -> DataType {
@@ -85,10 +85,7 @@ fn entity_fields() -> Fields {
 }
 
 fn window_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("row", DataType::Int32, false),
-        Field::new("col", DataType::Int32, false),
-    ])
+    Fields::from(vec![Field::new("row", DataType::Int32, false), Field::new("col", DataType::Int32, false)])
 }
 
 fn producer_fields() -> Fields {
@@ -129,6 +126,58 @@ pub fn annotations_schema() -> SchemaRef {
         Field::new("producer", DataType::Struct(producer_fields()), false),
         Field::new("created_at", timestamp(), false),
     ]))
+}
+
+/// Arrow schema of the `labels` table.
+pub fn labels_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("sample_id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("created_at", timestamp(), false),
+    ]))
+}
+
+/// Ground truth of one sample: a row of the `labels` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelRow {
+    /// The sample these labels describe.
+    pub sample_id: String,
+    /// Which source produced them (e.g. `phantom`, `chestxray14`).
+    pub source: String,
+    /// The labels as a JSON document (findings, boxes, masks); its layout belongs to the source.
+    pub labels_json: String,
+    /// Creation time, microseconds since the Unix epoch (UTC).
+    pub created_at_us: i64,
+}
+
+/// Builds a `labels` batch.
+pub fn labels_batch(rows: &[LabelRow]) -> Result<RecordBatch> {
+    batch(
+        TableKind::Labels,
+        vec![
+            strings(rows.iter().map(|r| r.sample_id.as_str())),
+            strings(rows.iter().map(|r| r.source.as_str())),
+            strings(rows.iter().map(|r| r.labels_json.as_str())),
+            ts_array(rows.iter().map(|r| r.created_at_us).collect()),
+        ],
+    )
+}
+
+/// Decodes `labels` rows from a batch read back from a data file.
+pub fn label_rows(batch: &RecordBatch) -> Result<Vec<LabelRow>> {
+    let id = column::<StringArray>(batch, "sample_id")?;
+    let source = column::<StringArray>(batch, "source")?;
+    let labels = column::<StringArray>(batch, "labels")?;
+    let at = column::<TimestampMicrosecondArray>(batch, "created_at")?;
+    Ok((0..batch.num_rows())
+        .map(|i| LabelRow {
+            sample_id: id.value(i).to_string(),
+            source: source.value(i).to_string(),
+            labels_json: labels.value(i).to_string(),
+            created_at_us: at.value(i),
+        })
+        .collect())
 }
 
 /// One image with its report: a row of the `samples` table.
@@ -222,27 +271,18 @@ fn ints(it: impl Iterator<Item = i32>) -> ArrayRef {
 }
 
 /// A list column from flat `values` and per-row lengths (`None` = null row).
-fn list_array(
-    item: Field,
-    values: ArrayRef,
-    lengths: impl Iterator<Item = Option<usize>>,
-) -> Result<ArrayRef> {
+fn list_array(item: Field, values: ArrayRef, lengths: impl Iterator<Item = Option<usize>>) -> Result<ArrayRef> {
     let lengths: Vec<Option<usize>> = lengths.collect();
     let offsets = OffsetBuffer::from_lengths(lengths.iter().map(|l| l.unwrap_or(0)));
     let nulls = NullBuffer::from_iter(lengths.iter().map(Option::is_some));
     ListArray::try_new(Arc::new(item), offsets, values, Some(nulls))
         .map(|a| Arc::new(a) as ArrayRef)
-        .map_err(|e| StoreError::InvalidRows {
-            table: "annotations".into(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| StoreError::InvalidRows { table: "annotations".into(), reason: e.to_string() })
 }
 
 fn batch(kind: TableKind, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    RecordBatch::try_new(kind.schema(), columns).map_err(|e| StoreError::InvalidRows {
-        table: kind.to_string(),
-        reason: e.to_string(),
-    })
+    RecordBatch::try_new(kind.schema(), columns)
+        .map_err(|e| StoreError::InvalidRows { table: kind.to_string(), reason: e.to_string() })
 }
 
 /// Builds a `samples` batch, checking ids and hashes are well-formed.
@@ -257,19 +297,14 @@ pub fn samples_batch(rows: &[SampleRow]) -> Result<RecordBatch> {
         if r.image_sha256.len() != 64 || !r.image_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StoreError::InvalidRows {
                 table: "samples".into(),
-                reason: format!(
-                    "row {i} ({}): image_sha256 is not 64 hex digits",
-                    r.sample_id
-                ),
+                reason: format!("row {i} ({}): image_sha256 is not 64 hex digits", r.sample_id),
             });
         }
     }
     let image = StructArray::new(
         image_fields(),
         vec![
-            Arc::new(BinaryArray::from_iter_values(
-                rows.iter().map(|r| r.image.as_slice()),
-            )) as ArrayRef,
+            Arc::new(BinaryArray::from_iter_values(rows.iter().map(|r| r.image.as_slice()))) as ArrayRef,
             opt_strings(rows.iter().map(|r| r.image_path.as_deref())),
         ],
         None,
@@ -296,25 +331,15 @@ pub fn samples_batch(rows: &[SampleRow]) -> Result<RecordBatch> {
 
 /// Builds an `annotations` batch.
 pub fn annotations_batch(rows: &[AnnotationRow]) -> Result<RecordBatch> {
-    let all: Vec<&Entity> = rows
-        .iter()
-        .flat_map(|r| r.entities.iter().flatten())
-        .collect();
+    let all: Vec<&Entity> = rows.iter().flat_map(|r| r.entities.iter().flatten()).collect();
     let descriptors = list_array(
         Field::new("element", DataType::Utf8, true),
-        strings(
-            all.iter()
-                .flat_map(|e| e.descriptors.iter().map(String::as_str)),
-        ),
+        strings(all.iter().flat_map(|e| e.descriptors.iter().map(String::as_str))),
         all.iter().map(|e| Some(e.descriptors.len())),
     )?;
     let entity_values = StructArray::new(
         entity_fields(),
-        vec![
-            strings(all.iter().map(|e| e.name.as_str())),
-            strings(all.iter().map(|e| e.status.as_str())),
-            descriptors,
-        ],
+        vec![strings(all.iter().map(|e| e.name.as_str())), strings(all.iter().map(|e| e.status.as_str())), descriptors],
         None,
     );
     let entities = list_array(
@@ -328,9 +353,7 @@ pub fn annotations_batch(rows: &[AnnotationRow]) -> Result<RecordBatch> {
             ints(rows.iter().map(|r| r.sr_window.map_or(0, |w| w.0))),
             ints(rows.iter().map(|r| r.sr_window.map_or(0, |w| w.1))),
         ],
-        Some(NullBuffer::from_iter(
-            rows.iter().map(|r| r.sr_window.is_some()),
-        )),
+        Some(NullBuffer::from_iter(rows.iter().map(|r| r.sr_window.is_some()))),
     );
     let producer = StructArray::new(
         producer_fields(),
@@ -355,13 +378,10 @@ pub fn annotations_batch(rows: &[AnnotationRow]) -> Result<RecordBatch> {
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| StoreError::InvalidRows {
-            table: "samples".into(),
-            reason: format!("column '{name}' missing or of the wrong type"),
-        })
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or_else(|| StoreError::InvalidRows {
+        table: "samples".into(),
+        reason: format!("column '{name}' missing or of the wrong type"),
+    })
 }
 
 fn opt(a: &StringArray, i: usize) -> Option<String> {
@@ -401,11 +421,7 @@ pub fn sample_rows(batch: &RecordBatch) -> Result<Vec<SampleRow>> {
             subject_id: opt(subject, i),
             study_id: opt(study, i),
             view: opt(view, i),
-            image: if bytes.is_valid(i) {
-                bytes.value(i).to_vec()
-            } else {
-                Vec::new()
-            },
+            image: if bytes.is_valid(i) { bytes.value(i).to_vec() } else { Vec::new() },
             image_path: opt(path, i),
             image_sha256: sha.value(i).to_string(),
             width: width.value(i),
@@ -437,18 +453,9 @@ pub fn annotation_rows(batch: &RecordBatch) -> Result<Vec<AnnotationRow>> {
         table: "annotations".into(),
         reason: format!("{what} missing or of the wrong type"),
     };
-    let field =
-        |s: &StructArray, i: usize| s.column(i).as_any().downcast_ref::<StringArray>().cloned();
-    let wrow = window
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .ok_or_else(|| bad("sr_window.row"))?;
-    let wcol = window
-        .column(1)
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .ok_or_else(|| bad("sr_window.col"))?;
+    let field = |s: &StructArray, i: usize| s.column(i).as_any().downcast_ref::<StringArray>().cloned();
+    let wrow = window.column(0).as_any().downcast_ref::<Int32Array>().ok_or_else(|| bad("sr_window.row"))?;
+    let wcol = window.column(1).as_any().downcast_ref::<Int32Array>().ok_or_else(|| bad("sr_window.col"))?;
     let distiller = field(producer, 0).ok_or_else(|| bad("producer.distiller"))?;
     let model = field(producer, 1).ok_or_else(|| bad("producer.model"))?;
     let prompt = field(producer, 2).ok_or_else(|| bad("producer.prompt_hash"))?;
@@ -456,24 +463,14 @@ pub fn annotation_rows(batch: &RecordBatch) -> Result<Vec<AnnotationRow>> {
     for i in 0..batch.num_rows() {
         let ents = if entities.is_valid(i) {
             let list = entities.value(i);
-            let s = list
-                .as_any()
-                .downcast_ref::<StructArray>()
-                .ok_or_else(|| bad("entities"))?;
+            let s = list.as_any().downcast_ref::<StructArray>().ok_or_else(|| bad("entities"))?;
             let names = field(s, 0).ok_or_else(|| bad("entities.name"))?;
             let status = field(s, 1).ok_or_else(|| bad("entities.status"))?;
-            let descs = s
-                .column(2)
-                .as_any()
-                .downcast_ref::<ListArray>()
-                .ok_or_else(|| bad("entities.descriptors"))?;
+            let descs = s.column(2).as_any().downcast_ref::<ListArray>().ok_or_else(|| bad("entities.descriptors"))?;
             let mut v = Vec::with_capacity(s.len());
             for j in 0..s.len() {
                 let d = descs.value(j);
-                let d = d
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| bad("entities.descriptors"))?;
+                let d = d.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("entities.descriptors"))?;
                 v.push(Entity {
                     name: names.value(j).to_string(),
                     status: status.value(j).to_string(),
@@ -516,18 +513,10 @@ mod tests {
                         status: "present".into(),
                         descriptors: vec!["small".into(), "right".into()],
                     },
-                    Entity {
-                        name: "pneumothorax".into(),
-                        status: "absent".into(),
-                        descriptors: vec![],
-                    },
+                    Entity { name: "pneumothorax".into(), status: "absent".into(), descriptors: vec![] },
                 ]),
                 sr_window: Some((3, 4)),
-                producer: Producer {
-                    distiller: "rules".into(),
-                    model: None,
-                    prompt_hash: Some("ab".into()),
-                },
+                producer: Producer { distiller: "rules".into(), model: None, prompt_hash: Some("ab".into()) },
                 created_at_us: 7,
             },
             AnnotationRow {
@@ -535,11 +524,7 @@ mod tests {
                 context: None,
                 entities: None,
                 sr_window: None,
-                producer: Producer {
-                    distiller: "rules".into(),
-                    model: Some("m".into()),
-                    prompt_hash: None,
-                },
+                producer: Producer { distiller: "rules".into(), model: Some("m".into()), prompt_hash: None },
                 created_at_us: 8,
             },
         ];

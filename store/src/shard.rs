@@ -19,9 +19,7 @@ use crate::location::Location;
 use crate::schema::{SCHEMA_VERSION, TableKind};
 
 /// A committed (or about to be committed) data file of a table.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct DataFile {
     /// Path relative to the table directory.
     pub path: String,
@@ -46,11 +44,7 @@ pub struct ShardOptions {
 
 impl Default for ShardOptions {
     fn default() -> Self {
-        ShardOptions {
-            row_group_bytes: 4 << 20,
-            file_bytes: 256 << 20,
-            zstd_level: 3,
-        }
+        ShardOptions { row_group_bytes: 4 << 20, file_bytes: 256 << 20, zstd_level: 3 }
     }
 }
 
@@ -58,10 +52,8 @@ impl Default for ShardOptions {
 const RAW_COLUMNS: &[&[&str]] = &[&["image", "bytes"]];
 
 fn writer_properties(kind: TableKind, opts: &ShardOptions) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| StoreError::InvalidRows {
-        table: kind.to_string(),
-        reason: e.to_string(),
-    })?;
+    let level = ZstdLevel::try_new(opts.zstd_level)
+        .map_err(|e| StoreError::InvalidRows { table: kind.to_string(), reason: e.to_string() })?;
     let hf = serde_json::json!({
         "info": {"features": {"image": {"_type": "Image"}}}
     });
@@ -87,11 +79,7 @@ fn writer_properties(kind: TableKind, opts: &ShardOptions) -> Result<WriterPrope
 
 /// Encodes `batch` rows into one or more Parquet files of about `file_bytes` each, cutting row
 /// groups at about `row_group_bytes`. Returns the encoded files with their row counts.
-pub fn encode(
-    kind: TableKind,
-    batch: &RecordBatch,
-    opts: &ShardOptions,
-) -> Result<Vec<(Bytes, u64)>> {
+pub fn encode(kind: TableKind, batch: &RecordBatch, opts: &ShardOptions) -> Result<Vec<(Bytes, u64)>> {
     let props = writer_properties(kind, opts)?;
     let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
         path: format!("<new {kind} file>"),
@@ -102,8 +90,7 @@ pub fn encode(
     let n = batch.num_rows();
     // Rows are written in small slices so row groups and files can be cut close to their targets.
     while start < n || (n == 0 && files.is_empty()) {
-        let mut writer =
-            ArrowWriter::try_new(Vec::new(), kind.schema(), Some(props.clone())).map_err(perr)?;
+        let mut writer = ArrowWriter::try_new(Vec::new(), kind.schema(), Some(props.clone())).map_err(perr)?;
         let mut rows = 0u64;
         while start < n {
             let len = 8.min(n - start);
@@ -138,15 +125,8 @@ pub async fn upload(loc: &Location, kind: TableKind, bytes: Bytes, rows: u64) ->
     let path = loc.path(&rel);
     let sha256 = sha256_hex(&bytes);
     let size = bytes.len() as u64;
-    put_new(loc.store(), &path, bytes)
-        .await
-        .map_err(|e| loc.storage_error(&rel, &e))?;
-    Ok(DataFile {
-        path: name,
-        size,
-        rows,
-        sha256,
-    })
+    put_new(loc.store(), &path, bytes).await.map_err(|e| loc.storage_error(&rel, &e))?;
+    Ok(DataFile { path: name, size, rows, sha256 })
 }
 
 /// Writes `bytes` at `path` unless something is already there; large files go multipart.
@@ -157,14 +137,8 @@ pub(crate) async fn put_new(
 ) -> object_store::Result<()> {
     const MULTIPART: usize = 64 << 20;
     if bytes.len() < MULTIPART {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        store
-            .put_opts(path, PutPayload::from(bytes), opts)
-            .await
-            .map(|_| ())
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        store.put_opts(path, PutPayload::from(bytes), opts).await.map(|_| ())
     } else {
         // Names are fresh UUIDs, so a multipart upload cannot clobber another file.
         let upload = store.put_multipart(path).await?;
@@ -175,29 +149,12 @@ pub(crate) async fn put_new(
 }
 
 /// Reads a whole data file and decodes it, after checking its size and hash against `file`.
-pub async fn read_file(
-    loc: &Location,
-    kind: TableKind,
-    file: &DataFile,
-) -> Result<Vec<RecordBatch>> {
+pub async fn read_file(loc: &Location, kind: TableKind, file: &DataFile) -> Result<Vec<RecordBatch>> {
     let rel = format!("{}/{}", kind.name(), file.path);
     let bytes = fetch_verified(loc, &rel, file).await?;
-    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: rel.clone(),
-        message: e.to_string(),
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(perr)?
-        .build()
-        .map_err(perr)?;
-    reader
-        .map(|b| {
-            b.map_err(|e| StoreError::Parquet {
-                path: rel.clone(),
-                message: e.to_string(),
-            })
-        })
-        .collect()
+    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet { path: rel.clone(), message: e.to_string() };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
+    reader.map(|b| b.map_err(|e| StoreError::Parquet { path: rel.clone(), message: e.to_string() })).collect()
 }
 
 /// Downloads a data file and checks it against its recorded size and sha256.
@@ -220,11 +177,7 @@ pub fn check_bytes(rel: &str, file: &DataFile, bytes: &[u8]) -> Result<()> {
     if bytes.len() as u64 != file.size {
         return Err(StoreError::Integrity {
             path: rel.to_string(),
-            reason: format!(
-                "size {} differs from the recorded {}",
-                bytes.len(),
-                file.size
-            ),
+            reason: format!("size {} differs from the recorded {}", bytes.len(), file.size),
         });
     }
     let got = sha256_hex(bytes);

@@ -59,21 +59,36 @@ pub struct Snapshot {
 pub enum SnapshotRef {
     /// A pinned snapshot by id (`snap-…`).
     Id(String),
-    /// Table versions: `S` pins samples at S and annotations at latest; `S:A` pins both.
-    Versions {
-        /// Samples version (latest if `None`).
-        samples: Option<u64>,
-        /// Annotations version (latest if `None`).
-        annotations: Option<u64>,
-    },
+    /// Table versions `S[:A[:L]]` (samples, annotations, labels); a missing part means latest.
+    Versions(TableVersions),
+}
+
+/// One optional version per table; `None` means the latest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableVersions {
+    /// Samples version.
+    pub samples: Option<u64>,
+    /// Annotations version.
+    pub annotations: Option<u64>,
+    /// Labels version.
+    pub labels: Option<u64>,
+}
+
+impl TableVersions {
+    /// The requested version of `kind`.
+    pub fn get(&self, kind: TableKind) -> Option<u64> {
+        match kind {
+            TableKind::Samples => self.samples,
+            TableKind::Annotations => self.annotations,
+            TableKind::Labels => self.labels,
+        }
+    }
 }
 
 impl SnapshotRef {
     /// The newest version of every table.
-    pub const LATEST: SnapshotRef = SnapshotRef::Versions {
-        samples: None,
-        annotations: None,
-    };
+    pub const LATEST: SnapshotRef =
+        SnapshotRef::Versions(TableVersions { samples: None, annotations: None, labels: None });
 }
 
 impl FromStr for SnapshotRef {
@@ -85,41 +100,36 @@ impl FromStr for SnapshotRef {
             return if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(SnapshotRef::Id(s.to_ascii_lowercase()))
             } else {
-                Err(format!(
-                    "'{s}' is not a snapshot id (snap- followed by hex digits)"
-                ))
+                Err(format!("'{s}' is not a snapshot id (snap- followed by hex digits)"))
             };
         }
-        if s == "latest" {
-            return Ok(SnapshotRef::LATEST);
-        }
-        let parse = |p: &str| -> std::result::Result<Option<u64>, String> {
-            let p = p.trim().trim_start_matches('v');
+        let parse = |p: Option<&str>| -> std::result::Result<Option<u64>, String> {
+            let p = p.unwrap_or("").trim().trim_start_matches('v');
             if p.is_empty() || p == "latest" {
                 Ok(None)
             } else {
-                p.parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| format!("'{p}' is not a table version"))
+                p.parse::<u64>().map(Some).map_err(|_| format!("'{p}' is not a table version"))
             }
         };
-        let (a, b) = s.split_once(':').unwrap_or((s, ""));
-        Ok(SnapshotRef::Versions {
-            samples: parse(a)?,
-            annotations: parse(b)?,
-        })
+        let mut parts = s.split(':');
+        let v = TableVersions {
+            samples: parse(parts.next())?,
+            annotations: parse(parts.next())?,
+            labels: parse(parts.next())?,
+        };
+        if parts.next().is_some() {
+            return Err(format!("'{s}': at most three versions (samples:annotations:labels)"));
+        }
+        Ok(SnapshotRef::Versions(v))
     }
 }
 
 impl std::fmt::Display for SnapshotRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = |x: &Option<u64>| x.map_or_else(|| "latest".to_string(), |x| x.to_string());
+        let v = |x: Option<u64>| x.map_or_else(|| "latest".to_string(), |x| x.to_string());
         match self {
             SnapshotRef::Id(id) => f.write_str(id),
-            SnapshotRef::Versions {
-                samples,
-                annotations,
-            } => write!(f, "{}:{}", v(samples), v(annotations)),
+            SnapshotRef::Versions(t) => write!(f, "{}:{}:{}", v(t.samples), v(t.annotations), v(t.labels)),
         }
     }
 }
@@ -141,11 +151,7 @@ pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>) -> String {
 impl Snapshot {
     /// Builds a snapshot (and its id) from pinned tables.
     pub fn new(tables: BTreeMap<TableKind, TablePin>) -> Self {
-        Snapshot {
-            format: FORMAT.into(),
-            id: snapshot_id(&tables),
-            tables,
-        }
+        Snapshot { format: FORMAT.into(), id: snapshot_id(&tables), tables }
     }
 
     /// The pin of table `kind`.
@@ -155,11 +161,7 @@ impl Snapshot {
 
     /// Dataset-relative path of every pinned file with its record.
     pub fn files(&self) -> impl Iterator<Item = (String, &DataFile)> {
-        self.tables.iter().flat_map(|(k, p)| {
-            p.files
-                .iter()
-                .map(move |f| (format!("{}/{}", k.name(), f.path), f))
-        })
+        self.tables.iter().flat_map(|(k, p)| p.files.iter().map(move |f| (format!("{}/{}", k.name(), f.path), f)))
     }
 }
 
@@ -190,20 +192,13 @@ impl TableDiff {
 
 /// Compares two snapshots table by table.
 pub fn diff(a: &Snapshot, b: &Snapshot) -> BTreeMap<TableKind, TableDiff> {
-    let empty = TablePin {
-        version: 0,
-        files: Vec::new(),
-    };
+    let empty = TablePin { version: 0, files: Vec::new() };
     TableKind::ALL
         .iter()
         .map(|&k| {
             let (pa, pb) = (a.table(k).unwrap_or(&empty), b.table(k).unwrap_or(&empty));
             let only = |x: &TablePin, y: &TablePin| -> Vec<DataFile> {
-                x.files
-                    .iter()
-                    .filter(|f| !y.files.iter().any(|g| g.path == f.path))
-                    .cloned()
-                    .collect()
+                x.files.iter().filter(|f| !y.files.iter().any(|g| g.path == f.path)).cloned().collect()
             };
             (
                 k,
@@ -229,28 +224,15 @@ pub enum Verify {
 
 impl Dataset {
     /// The snapshot of the given table versions (latest where `None`).
-    pub async fn snapshot_at(
-        &self,
-        samples: Option<u64>,
-        annotations: Option<u64>,
-    ) -> Result<Snapshot> {
+    pub async fn snapshot_at(&self, versions: TableVersions) -> Result<Snapshot> {
         let mut tables = BTreeMap::new();
-        for (kind, v) in [
-            (TableKind::Samples, samples),
-            (TableKind::Annotations, annotations),
-        ] {
+        for kind in TableKind::ALL {
             let log = self.table(kind);
-            let version = match v {
+            let version = match versions.get(kind) {
                 Some(v) => v,
                 None => log.latest_version().await?,
             };
-            tables.insert(
-                kind,
-                TablePin {
-                    version,
-                    files: log.files(version).await?,
-                },
-            );
+            tables.insert(kind, TablePin { version, files: log.files(version).await? });
         }
         Ok(Snapshot::new(tables))
     }
@@ -259,10 +241,7 @@ impl Dataset {
     pub async fn resolve(&self, r: &SnapshotRef) -> Result<Snapshot> {
         match r {
             SnapshotRef::Id(id) => self.open_snapshot(id, Verify::Sizes).await,
-            SnapshotRef::Versions {
-                samples,
-                annotations,
-            } => self.snapshot_at(*samples, *annotations).await,
+            SnapshotRef::Versions(v) => self.snapshot_at(*v).await,
         }
     }
 
@@ -275,15 +254,8 @@ impl Dataset {
             message: e.to_string(),
         })?;
         let loc = self.location();
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match loc
-            .store()
-            .put_opts(&loc.path(&rel), PutPayload::from(body), opts)
-            .await
-        {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match loc.store().put_opts(&loc.path(&rel), PutPayload::from(body), opts).await {
             // Same id means same content: an existing manifest is this one (checked on open).
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(loc.storage_error(&rel, &e)),
@@ -297,10 +269,7 @@ impl Dataset {
         let bytes = self
             .get_json(&rel)
             .await?
-            .ok_or_else(|| StoreError::NoSuchSnapshot {
-                id: id.to_string(),
-                url: self.display(),
-            })?;
+            .ok_or_else(|| StoreError::NoSuchSnapshot { id: id.to_string(), url: self.display() })?;
         let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| StoreError::Malformed {
             what: "snapshot manifest",
             path: rel.clone(),
@@ -319,9 +288,7 @@ impl Dataset {
 
     /// Checks every file of `snap`, failing on the first that is missing or differs.
     pub async fn verify_files(&self, snap: &Snapshot, verify: Verify) -> Result<()> {
-        let problems = self
-            .check_files(snap.files().map(|(p, f)| (p, f.clone())).collect(), verify)
-            .await;
+        let problems = self.check_files(snap.files().map(|(p, f)| (p, f.clone())).collect(), verify).await;
         match problems.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -329,47 +296,31 @@ impl Dataset {
     }
 
     /// Checks files (dataset-relative path, record) concurrently; returns every problem found.
-    pub async fn check_files(
-        &self,
-        files: Vec<(String, DataFile)>,
-        verify: Verify,
-    ) -> Vec<StoreError> {
+    pub async fn check_files(&self, files: Vec<(String, DataFile)>, verify: Verify) -> Vec<StoreError> {
         let loc = self.location().clone();
         futures::stream::iter(files)
             .map(|(rel, file)| {
                 let loc = loc.clone();
                 async move {
                     match verify {
-                        Verify::Content => {
-                            shard::fetch_verified(&loc, &rel, &file).await.map(|_| ())
-                        }
+                        Verify::Content => shard::fetch_verified(&loc, &rel, &file).await.map(|_| ()),
                         Verify::Sizes => match loc.store().head(&loc.path(&rel)).await {
                             Ok(meta) if meta.size == file.size => Ok(()),
                             Ok(meta) => Err(StoreError::Integrity {
                                 path: rel.clone(),
-                                reason: format!(
-                                    "size {} differs from the recorded {}",
-                                    meta.size, file.size
-                                ),
+                                reason: format!("size {} differs from the recorded {}", meta.size, file.size),
                             }),
                             Err(object_store::Error::NotFound { .. }) => {
-                                Err(StoreError::Integrity {
-                                    path: rel.clone(),
-                                    reason: "file is missing".into(),
-                                })
+                                Err(StoreError::Integrity { path: rel.clone(), reason: "file is missing".into() })
                             }
                             Err(e) => Err(loc.storage_error(&rel, &e)),
                         },
                     }
                     .map_err(|e| match e {
                         StoreError::Storage { message, .. }
-                            if message.contains("not found")
-                                || message.contains("No such file") =>
+                            if message.contains("not found") || message.contains("No such file") =>
                         {
-                            StoreError::Integrity {
-                                path: rel.clone(),
-                                reason: "file is missing".into(),
-                            }
+                            StoreError::Integrity { path: rel.clone(), reason: "file is missing".into() }
                         }
                         other => other,
                     })
@@ -392,12 +343,7 @@ impl Dataset {
             .map_err(|e| loc.storage_error(SNAPSHOT_DIR, &e))?;
         let mut ids: Vec<String> = metas
             .iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(str::to_string)
-            })
+            .filter_map(|m| m.location.filename().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
             .filter(|n| n.starts_with("snap-"))
             .collect();
         ids.sort();
@@ -411,24 +357,9 @@ mod tests {
 
     #[test]
     fn refs_parse() {
-        assert_eq!(
-            "snap-00ff".parse::<SnapshotRef>(),
-            Ok(SnapshotRef::Id("snap-00ff".into()))
-        );
-        assert_eq!(
-            "3".parse::<SnapshotRef>(),
-            Ok(SnapshotRef::Versions {
-                samples: Some(3),
-                annotations: None
-            })
-        );
-        assert_eq!(
-            "v3:1".parse::<SnapshotRef>(),
-            Ok(SnapshotRef::Versions {
-                samples: Some(3),
-                annotations: Some(1)
-            })
-        );
+        assert_eq!("snap-00ff".parse::<SnapshotRef>(), Ok(SnapshotRef::Id("snap-00ff".into())));
+        assert_eq!("3".parse::<SnapshotRef>(), Ok(SnapshotRef::Versions { samples: Some(3), annotations: None }));
+        assert_eq!("v3:1".parse::<SnapshotRef>(), Ok(SnapshotRef::Versions { samples: Some(3), annotations: Some(1) }));
         assert_eq!("latest".parse::<SnapshotRef>(), Ok(SnapshotRef::LATEST));
         assert!("snap-xyz".parse::<SnapshotRef>().is_err());
         assert!("x:y".parse::<SnapshotRef>().is_err());
@@ -436,43 +367,12 @@ mod tests {
 
     #[test]
     fn id_depends_on_every_field() {
-        let f = DataFile {
-            path: "a".into(),
-            size: 1,
-            rows: 1,
-            sha256: "00".into(),
-        };
-        let pin = |f: DataFile| {
-            BTreeMap::from([(
-                TableKind::Samples,
-                TablePin {
-                    version: 0,
-                    files: vec![f],
-                },
-            )])
-        };
+        let f = DataFile { path: "a".into(), size: 1, rows: 1, sha256: "00".into() };
+        let pin = |f: DataFile| BTreeMap::from([(TableKind::Samples, TablePin { version: 0, files: vec![f] })]);
         let base = snapshot_id(&pin(f.clone()));
         assert_eq!(base, snapshot_id(&pin(f.clone())));
-        assert_ne!(
-            base,
-            snapshot_id(&pin(DataFile {
-                size: 2,
-                ..f.clone()
-            }))
-        );
-        assert_ne!(
-            base,
-            snapshot_id(&pin(DataFile {
-                sha256: "01".into(),
-                ..f.clone()
-            }))
-        );
-        assert_ne!(
-            base,
-            snapshot_id(&pin(DataFile {
-                path: "b".into(),
-                ..f
-            }))
-        );
+        assert_ne!(base, snapshot_id(&pin(DataFile { size: 2, ..f.clone() })));
+        assert_ne!(base, snapshot_id(&pin(DataFile { sha256: "01".into(), ..f.clone() })));
+        assert_ne!(base, snapshot_id(&pin(DataFile { path: "b".into(), ..f })));
     }
 }

@@ -16,12 +16,7 @@ pub fn in_ci() -> bool {
 /// A process-unique name for a dataset.
 pub fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{tag}-{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    )
+    format!("{tag}-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand::random::<u32>())
 }
 
 /// The S3 bucket of the test server, or `None` (printing why) outside CI.
@@ -30,13 +25,8 @@ pub fn s3_bucket() -> Option<String> {
     match std::env::var("ECAMP_TEST_S3_BUCKET") {
         Ok(b) if !b.is_empty() => Some(b),
         _ => {
-            assert!(
-                !in_ci(),
-                "CI=true but ECAMP_TEST_S3_BUCKET is unset: the S3 server from .ci/run is missing"
-            );
-            eprintln!(
-                "note: S3 tests skipped (run `bash .ci/run` to start an S3 server on 127.0.0.1)"
-            );
+            assert!(!in_ci(), "CI=true but ECAMP_TEST_S3_BUCKET is unset: the S3 server from .ci/run is missing");
+            eprintln!("note: S3 tests skipped (run `bash .ci/run` to start an S3 server on 127.0.0.1)");
             None
         }
     }
@@ -63,9 +53,7 @@ pub fn jpeg(w: u16, h: u16, seed: u32) -> Vec<u8> {
         }
     }
     let mut out = Vec::new();
-    Encoder::new(&mut out, 90)
-        .encode(&px, w, h, ColorType::Luma)
-        .expect("encode jpeg");
+    Encoder::new(&mut out, 90).encode(&px, w, h, ColorType::Luma).expect("encode jpeg");
     out
 }
 
@@ -96,10 +84,7 @@ pub fn sample_rows(tag: &str, start: usize, n: usize) -> Vec<SampleRow> {
 
 /// Runs the `ecamp` binary with `args`.
 pub fn ecamp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ecamp"))
-        .args(args)
-        .output()
-        .expect("run ecamp")
+    Command::new(env!("CARGO_BIN_EXE_ecamp")).args(args).output().expect("run ecamp")
 }
 
 /// stdout and stderr of an output, for assertion messages.
@@ -114,9 +99,5 @@ pub fn text(o: &Output) -> String {
 
 /// A tokio runtime for a test.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
