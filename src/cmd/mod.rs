@@ -1,8 +1,12 @@
 //! Command-line interface: argument parsing and dispatch to one module per command.
 
+mod distill;
+mod distiller;
 mod fsck;
+mod ingest;
 mod init;
 mod snapshot;
+mod vocab;
 
 use std::process::ExitCode;
 
@@ -30,6 +34,13 @@ enum Command {
     Snapshot(snapshot::Command),
     /// Check every referenced file against its recorded size and hash; find orphan files.
     Fsck(fsck::Args),
+    /// Add samples from sources (phantom, mimic-cxr, dicom, manifest, iu-xray) to a dataset.
+    Ingest(ingest::Args),
+    /// Re-derive a dataset's annotations with a distiller, or score the rules distiller.
+    Distill(distill::Args),
+    /// Build or import the WordPiece vocabulary.
+    #[command(subcommand)]
+    Vocab(vocab::Command),
 }
 
 /// Runs the parsed command; the exit code says whether it found problems.
@@ -38,6 +49,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(a) => init::run(a).await,
         Command::Snapshot(c) => snapshot::run(c).await,
         Command::Fsck(a) => fsck::run(a).await,
+        Command::Ingest(a) => ingest::run(a).await,
+        Command::Distill(a) => distill::run(a).await,
+        Command::Vocab(c) => vocab::run(c).await,
     }
 }
 
@@ -57,4 +71,14 @@ pub fn human_bytes(n: u64) -> String {
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

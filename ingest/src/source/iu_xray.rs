@@ -96,11 +96,11 @@ pub fn parse_iu_report(xml: &str) -> Result<IuReport, IuError> {
                 let name = tag_name(&e);
                 check_root(&mut saw_root, &stack, &name)?;
                 handle_attributes(&mut report, &e, &name, pos)?;
-                if slot.is_none() {
-                    if let Some(s) = text_slot(&e, &name, pos)? {
-                        buf.clear();
-                        slot = Some((s, stack.len()));
-                    }
+                if slot.is_none()
+                    && let Some(s) = text_slot(&e, &name, pos)?
+                {
+                    buf.clear();
+                    slot = Some((s, stack.len()));
                 }
                 stack.push(name);
             }
@@ -234,5 +234,93 @@ fn store(report: &mut IuReport, slot: Slot, text: &str) {
         Slot::Major => report.mesh_major.push(text),
         Slot::Minor => report.mesh_minor.push(text),
         Slot::Ignored => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Synthetic report in the Open-i layout (invented text; no IU report content).
+    const SAMPLE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<eCitation>
+   <meta type="rr"/>
+   <uId id="CXR9999"/>
+   <MedlineCitation Owner="Test">
+      <Article PubModel="Electronic">
+         <Abstract>
+            <AbstractText Label="COMPARISON">None.</AbstractText>
+            <AbstractText Label="INDICATION">Cough &amp; fever</AbstractText>
+            <AbstractText Label="FINDINGS">Small left
+               effusion. Heart size &lt; normal &#8212; stable.</AbstractText>
+            <AbstractText Label="IMPRESSION"><![CDATA[Left effusion]]></AbstractText>
+         </Abstract>
+      </Article>
+   </MedlineCitation>
+   <MeSH>
+      <major>Pleural Effusion/left/small</major>
+      <major>Cardiomegaly</major>
+      <minor>Lung/base</minor>
+   </MeSH>
+   <parentImage id="CXR9999_1_IM-0001-1001"><figureId>F1</figureId></parentImage>
+   <parentImage id="CXR9999_1_IM-0001-2001"><figureId>F2</figureId></parentImage>
+</eCitation>"#;
+
+    #[test]
+    fn parses_synthetic_report() {
+        let r = parse_iu_report(SAMPLE).unwrap();
+        assert_eq!(r.uid, "CXR9999");
+        assert_eq!(r.indication.as_deref(), Some("Cough & fever"));
+        assert_eq!(r.findings.as_deref(), Some("Small left effusion. Heart size < normal \u{2014} stable."));
+        assert_eq!(r.impression.as_deref(), Some("Left effusion"));
+        assert_eq!(r.mesh_major, vec!["Pleural Effusion/left/small", "Cardiomegaly"]);
+        assert_eq!(r.mesh_minor, vec!["Lung/base"]);
+        assert_eq!(r.image_ids, vec!["CXR9999_1_IM-0001-1001", "CXR9999_1_IM-0001-2001"]);
+        assert_eq!(
+            r.report_text().as_deref(),
+            Some("FINDINGS: Small left effusion. Heart size < normal \u{2014} stable. IMPRESSION: Left effusion.")
+        );
+    }
+
+    #[test]
+    fn empty_sections_are_none() {
+        let xml = r#"<eCitation><uId id="CXR1"/><Abstract><AbstractText Label="FINDINGS">  </AbstractText>
+            <AbstractText Label="IMPRESSION"/></Abstract><MeSH><major>normal</major></MeSH></eCitation>"#;
+        let r = parse_iu_report(xml).unwrap();
+        assert_eq!(r.findings, None);
+        assert_eq!(r.impression, None);
+        assert_eq!(r.report_text(), None);
+        assert_eq!(r.mesh_major, vec!["normal"]);
+        assert!(r.image_ids.is_empty());
+    }
+
+    #[test]
+    fn malformed_xml_is_an_error() {
+        let cases = [
+            ("", "no root"),
+            ("not xml at all", "text only"),
+            (r#"<eCitation><uId id="CXR1"/><MeSH><major>x</MeSH></eCitation>"#, "mismatched end"),
+            (r#"<eCitation><uId id="CXR1"/><MeSH><major>x</major>"#, "truncated"),
+            (r#"<eCitation><uId id="CXR1/></eCitation>"#, "broken attribute"),
+            (
+                r#"<eCitation><uId id="CXR1"/><AbstractText Label="FINDINGS">a &bogus; b</AbstractText></eCitation>"#,
+                "entity",
+            ),
+            (r#"<other><uId id="CXR1"/></other>"#, "wrong root"),
+            (r#"<eCitation><meta/></eCitation>"#, "no uid"),
+            (r#"<eCitation><uId id="CXR1"/></eCitation><eCitation/>"#, "two roots"),
+        ];
+        for (xml, why) in cases {
+            let err = parse_iu_report(xml);
+            assert!(err.is_err(), "{why}: {err:?}");
+            assert!(!err.unwrap_err().to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_a_report_fails_cleanly_or_parses() {
+        for cut in (0..SAMPLE.len()).filter(|&i| SAMPLE.is_char_boundary(i)) {
+            let _ = parse_iu_report(&SAMPLE[..cut]);
+        }
     }
 }

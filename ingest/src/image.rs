@@ -1,0 +1,301 @@
+//! Image validation and preparation: every input is fully decoded (zune-jpeg, zune-png),
+//! checked against a pixel budget before decoding, converted to 8-bit grayscale, resized so
+//! its short side is the training resolution (Lanczos3, fast_image_resize), and stored as a
+//! quality-95 JPEG. A grayscale JPEG already at size is passed through byte for byte.
+
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_core::result::DecodingResult;
+use zune_jpeg::JpegDecoder;
+use zune_png::PngDecoder;
+
+/// How images are prepared for the samples table.
+#[derive(Debug, Clone)]
+pub struct ImageConfig {
+    /// Target length of the short side, in pixels.
+    pub size: u32,
+    /// JPEG quality of re-encoded images.
+    pub quality: u8,
+    /// Largest accepted width × height of an input (decompression-bomb guard).
+    pub max_pixels: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig { size: 512, quality: 95, max_pixels: 100_000_000 }
+    }
+}
+
+/// Why an image was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// Zero bytes.
+    #[error("empty image file")]
+    Empty,
+    /// Neither JPEG nor PNG magic.
+    #[error("not a JPEG or PNG image (unrecognised magic bytes)")]
+    UnknownFormat,
+    /// The decoder failed (truncated or corrupt data).
+    #[error("corrupt or truncated image: {0}")]
+    Corrupt(String),
+    /// Larger than the pixel budget.
+    #[error("image of {width}x{height} exceeds the {max} pixel limit")]
+    TooLarge {
+        /// Declared width.
+        width: u64,
+        /// Declared height.
+        height: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A zero or tiny dimension.
+    #[error("image of {width}x{height} is too small")]
+    TooSmall {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// Encoding or resizing failed.
+    #[error("cannot encode image: {0}")]
+    Encode(String),
+}
+
+impl ImageError {
+    /// A short stable code for summaries and reject files.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImageError::Empty => "empty-image",
+            ImageError::UnknownFormat => "unknown-image-format",
+            ImageError::Corrupt(_) => "corrupt-image",
+            ImageError::TooLarge { .. } => "image-too-large",
+            ImageError::TooSmall { .. } => "image-too-small",
+            ImageError::Encode(_) => "image-encode-failed",
+        }
+    }
+}
+
+/// An 8-bit grayscale raster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gray {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major pixels, `width * height` bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// An image ready for the samples table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedImage {
+    /// The stored JPEG bytes.
+    pub jpeg: Vec<u8>,
+    /// Stored width.
+    pub width: u32,
+    /// Stored height.
+    pub height: u32,
+    /// Width of the input.
+    pub orig_width: u32,
+    /// Height of the input.
+    pub orig_height: u32,
+    /// Whether the input bytes were kept as they were.
+    pub passthrough: bool,
+}
+
+/// Smallest accepted side, in pixels.
+const MIN_SIDE: u32 = 16;
+
+fn is_jpeg(b: &[u8]) -> bool {
+    b.len() >= 3 && b[..3] == [0xFF, 0xD8, 0xFF]
+}
+
+fn is_png(b: &[u8]) -> bool {
+    b.len() >= 8 && b[..8] == [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]
+}
+
+fn check_dims(width: u64, height: u64, cfg: &ImageConfig) -> Result<(), ImageError> {
+    if width.saturating_mul(height) > cfg.max_pixels {
+        return Err(ImageError::TooLarge { width, height, max: cfg.max_pixels });
+    }
+    if width < MIN_SIDE as u64 || height < MIN_SIDE as u64 {
+        return Err(ImageError::TooSmall { width: width as u32, height: height as u32 });
+    }
+    Ok(())
+}
+
+/// Decodes a JPEG or PNG to 8-bit grayscale, refusing it before the full decode if its declared
+/// size exceeds the budget. Returns the raster and whether the input was a grayscale JPEG.
+pub fn decode_gray(bytes: &[u8], cfg: &ImageConfig) -> Result<(Gray, bool), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if is_jpeg(bytes) {
+        let opts = DecoderOptions::new_safe()
+            .set_strict_mode(true)
+            .set_max_width(1 << 16)
+            .set_max_height(1 << 16)
+            .jpeg_set_out_colorspace(ColorSpace::Luma);
+        let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+        dec.decode_headers().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        let (w, h) = dec.dimensions().ok_or_else(|| ImageError::Corrupt("no frame header".into()))?;
+        check_dims(w as u64, h as u64, cfg)?;
+        let gray_input = dec.input_colorspace().is_some_and(|c| c.num_components() == 1);
+        let pixels = dec.decode().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        if pixels.len() != w * h {
+            return Err(ImageError::Corrupt(format!("decoded {} bytes for {w}x{h}", pixels.len())));
+        }
+        return Ok((Gray { width: w as u32, height: h as u32, pixels }, gray_input));
+    }
+    if is_png(bytes) {
+        let opts =
+            DecoderOptions::new_safe().set_max_width(1 << 16).set_max_height(1 << 16).png_set_strip_to_8bit(true);
+        let mut dec = PngDecoder::new_with_options(ZCursor::new(bytes), opts);
+        dec.decode_headers().map_err(|e| ImageError::Corrupt(format!("{e:?}")))?;
+        let (w, h) = dec.dimensions().ok_or_else(|| ImageError::Corrupt("no IHDR".into()))?;
+        check_dims(w as u64, h as u64, cfg)?;
+        let decoded = dec.decode().map_err(|e| ImageError::Corrupt(format!("{e:?}")))?;
+        let colorspace = dec.colorspace().ok_or_else(|| ImageError::Corrupt("unknown colour type".into()))?;
+        let data: Vec<u8> = match decoded {
+            DecodingResult::U8(v) => v,
+            // strip_to_8bit should have handled it; keep the high byte if it did not.
+            DecodingResult::U16(v) => v.iter().map(|x| (x >> 8) as u8).collect(),
+            _ => return Err(ImageError::Corrupt("unsupported PNG sample type".into())),
+        };
+        let pixels = to_luma(&data, colorspace, w * h)?;
+        return Ok((Gray { width: w as u32, height: h as u32, pixels }, false));
+    }
+    Err(ImageError::UnknownFormat)
+}
+
+/// Converts interleaved samples to luma (ITU-R 601-2), dropping alpha.
+fn to_luma(data: &[u8], cs: ColorSpace, n: usize) -> Result<Vec<u8>, ImageError> {
+    let c = cs.num_components();
+    if data.len() < n * c {
+        return Err(ImageError::Corrupt(format!("{} samples for {n} pixels of {c} components", data.len())));
+    }
+    Ok(match c {
+        1 => data[..n].to_vec(),
+        2 => data.chunks_exact(2).take(n).map(|p| p[0]).collect(),
+        _ => data
+            .chunks_exact(c)
+            .take(n)
+            .map(|p| ((299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32 + 500) / 1000) as u8)
+            .collect(),
+    })
+}
+
+/// The size whose short side is `short`, keeping the aspect ratio.
+pub fn target_size(width: u32, height: u32, short: u32) -> (u32, u32) {
+    if width <= height {
+        (short, ((height as u64 * short as u64 + width as u64 / 2) / width as u64).max(1) as u32)
+    } else {
+        (((width as u64 * short as u64 + height as u64 / 2) / height as u64).max(1) as u32, short)
+    }
+}
+
+/// Resizes a raster with Lanczos3.
+pub fn resize(src: &Gray, width: u32, height: u32) -> Result<Gray, ImageError> {
+    if (src.width, src.height) == (width, height) {
+        return Ok(src.clone());
+    }
+    let img = Image::from_vec_u8(src.width, src.height, src.pixels.clone(), PixelType::U8)
+        .map_err(|e| ImageError::Encode(e.to_string()))?;
+    let mut dst = Image::new(width, height, PixelType::U8);
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    Resizer::new().resize(&img, &mut dst, &opts).map_err(|e| ImageError::Encode(e.to_string()))?;
+    Ok(Gray { width, height, pixels: dst.into_vec() })
+}
+
+/// Encodes a raster as a grayscale JPEG.
+pub fn encode_jpeg(img: &Gray, quality: u8) -> Result<Vec<u8>, ImageError> {
+    let (w, h) = (u16::try_from(img.width), u16::try_from(img.height));
+    let (Ok(w), Ok(h)) = (w, h) else {
+        return Err(ImageError::Encode(format!("{}x{} is too large for JPEG", img.width, img.height)));
+    };
+    let mut out = Vec::with_capacity(img.pixels.len() / 4);
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(&img.pixels, w, h, jpeg_encoder::ColorType::Luma)
+        .map_err(|e| ImageError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Prepares an encoded input (JPEG or PNG) for storage.
+pub fn prepare(bytes: &[u8], cfg: &ImageConfig) -> Result<PreparedImage, ImageError> {
+    let (gray, gray_jpeg) = decode_gray(bytes, cfg)?;
+    let (w, h) = target_size(gray.width, gray.height, cfg.size);
+    if gray_jpeg && (w, h) == (gray.width, gray.height) {
+        return Ok(PreparedImage {
+            jpeg: bytes.to_vec(),
+            width: w,
+            height: h,
+            orig_width: gray.width,
+            orig_height: gray.height,
+            passthrough: true,
+        });
+    }
+    prepare_gray(&gray, cfg)
+}
+
+/// Prepares an already decoded raster (phantoms, DICOM) for storage.
+pub fn prepare_gray(gray: &Gray, cfg: &ImageConfig) -> Result<PreparedImage, ImageError> {
+    check_dims(gray.width as u64, gray.height as u64, cfg)?;
+    if gray.pixels.len() as u64 != gray.width as u64 * gray.height as u64 {
+        return Err(ImageError::Corrupt(format!("{} pixels for {}x{}", gray.pixels.len(), gray.width, gray.height)));
+    }
+    let (w, h) = target_size(gray.width, gray.height, cfg.size);
+    let resized = resize(gray, w, h)?;
+    Ok(PreparedImage {
+        jpeg: encode_jpeg(&resized, cfg.quality)?,
+        width: w,
+        height: h,
+        orig_width: gray.width,
+        orig_height: gray.height,
+        passthrough: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> Gray {
+        Gray { width: w, height: h, pixels: (0..w * h).map(|i| ((i % w) * 255 / w) as u8).collect() }
+    }
+
+    #[test]
+    fn resizes_short_side_and_round_trips() {
+        let cfg = ImageConfig { size: 64, ..Default::default() };
+        let p = prepare_gray(&gradient(200, 100), &cfg).expect("prepare");
+        assert_eq!((p.width, p.height, p.orig_width, p.orig_height), (128, 64, 200, 100));
+        let (back, gray_jpeg) = decode_gray(&p.jpeg, &cfg).expect("decode");
+        assert!(gray_jpeg);
+        assert_eq!((back.width, back.height), (128, 64));
+        // Already at size: the bytes pass through untouched.
+        let again = prepare(&p.jpeg, &cfg).expect("again");
+        assert!(again.passthrough);
+        assert_eq!(again.jpeg, p.jpeg);
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_with_reasons() {
+        let cfg = ImageConfig { size: 64, max_pixels: 10_000, ..Default::default() };
+        assert_eq!(decode_gray(&[], &cfg).map(|_| ()), Err(ImageError::Empty));
+        assert_eq!(decode_gray(b"GIF89a....", &cfg).map(|_| ()), Err(ImageError::UnknownFormat));
+        let jpeg = encode_jpeg(&gradient(64, 64), 90).expect("encode");
+        let cut = &jpeg[..jpeg.len() / 2];
+        assert!(matches!(decode_gray(cut, &cfg), Err(ImageError::Corrupt(_))));
+        let big = encode_jpeg(&gradient(200, 100), 90).expect("encode");
+        assert!(matches!(decode_gray(&big, &cfg), Err(ImageError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn target_size_keeps_aspect() {
+        assert_eq!(target_size(1000, 2000, 512), (512, 1024));
+        assert_eq!(target_size(2000, 1000, 512), (1024, 512));
+        assert_eq!(target_size(512, 512, 512), (512, 512));
+    }
+}

@@ -1,0 +1,550 @@
+//! The ingest run: list sources, keep this partition's new items, prepare them on worker
+//! threads, distil their reports, and commit batches (labels, annotations, then samples: the
+//! samples commit is what makes a sample exist, so a crash in between only leaves annotation
+//! rows that a later run supersedes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Sender, bounded};
+use ecamp_store::schema::sample_ids;
+use ecamp_store::shard::sha256_hex;
+use ecamp_store::{AnnotationRow, AppTxn, Dataset, LabelRow, Location, SampleRow, TableKind, TableLog};
+use object_store::ObjectStoreExt;
+use tokio::runtime::Handle;
+
+use crate::distill::Distiller;
+use crate::error::{IngestError, Result};
+use crate::image::{self, Gray, ImageConfig};
+use crate::source::{ImageInput, Item, Reject, ReportInput, SourceOptions, SourceSpec, dicom, partition_of};
+
+/// What to do with a bad input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Record it as a reject and go on.
+    Skip,
+    /// Stop the run with an error naming it (committed batches stay).
+    Fail,
+}
+
+/// Everything an ingest run needs.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Dataset URL (created if absent).
+    pub dataset: String,
+    /// The sources, in order.
+    pub sources: Vec<SourceSpec>,
+    /// Options of the sources.
+    pub source_opts: SourceOptions,
+    /// Image preparation.
+    pub image: ImageConfig,
+    /// Worker threads for reading and encoding images.
+    pub workers: usize,
+    /// This process's share of every source: (index, count).
+    pub partition: (u32, u32),
+    /// Rows per commit.
+    pub batch_rows: usize,
+    /// Image bytes per commit.
+    pub batch_bytes: usize,
+    /// Bad-input policy.
+    pub on_error: OnError,
+    /// Where to write rejects as JSONL (default: `_ecamp/rejects/<run>.jsonl` in the dataset).
+    pub rejects: Option<PathBuf>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl IngestOptions {
+    /// Options with defaults for `dataset` and `sources`.
+    pub fn new(dataset: impl Into<String>, sources: Vec<SourceSpec>) -> Self {
+        IngestOptions {
+            dataset: dataset.into(),
+            sources,
+            source_opts: SourceOptions { phantom_size: 512, ..Default::default() },
+            image: ImageConfig::default(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            partition: (0, 1),
+            batch_rows: 512,
+            batch_bytes: 128 << 20,
+            on_error: OnError::Skip,
+            rejects: None,
+            progress: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct IngestSummary {
+    /// Run id (also the application-transaction prefix of its commits).
+    pub run_id: String,
+    /// Items listed by the sources (all partitions).
+    pub listed: usize,
+    /// Items of other partitions.
+    pub other_partitions: usize,
+    /// New samples committed.
+    pub ingested: usize,
+    /// Items whose sample id was already in the dataset (or listed twice).
+    pub duplicate_ids: usize,
+    /// Items whose stored image bytes were already in the dataset.
+    pub duplicate_images: usize,
+    /// Rejected inputs by reason.
+    pub rejected: BTreeMap<String, usize>,
+    /// Reports the distiller failed on (stored without context).
+    pub distill_failed: usize,
+    /// Images passed through without re-encoding.
+    pub passthrough: usize,
+    /// Commits made to the samples table.
+    pub commits: usize,
+    /// Image bytes committed.
+    pub image_bytes: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Where the rejects were written, if any.
+    pub rejects_file: Option<String>,
+}
+
+impl IngestSummary {
+    /// Total rejected inputs.
+    pub fn rejected_total(&self) -> usize {
+        self.rejected.values().sum()
+    }
+}
+
+/// One prepared sample.
+struct Prepared {
+    sample: SampleRow,
+    labels: Option<serde_json::Value>,
+    passthrough: bool,
+}
+
+/// Reports of DICOM studies keyed by StudyInstanceUID and by AccessionNumber.
+type DicomReports = HashMap<String, String>;
+
+fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
+    let Some(path) = &opts.reports else { return Ok(HashMap::new()) };
+    let err = |d: String| IngestError::Source { source_kind: "dicom", detail: d };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| err(format!("{}: {e}", path.display())))?
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.as_str()));
+    let report = col(&["report", "text", "report_text"])
+        .ok_or_else(|| err(format!("{}: no 'report' column", path.display())))?;
+    let keys: Vec<usize> = [
+        col(&["studyinstanceuid", "study_instance_uid", "study_uid"]),
+        col(&["accessionnumber", "accession_number", "accession"]),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if keys.is_empty() {
+        return Err(err(format!("{}: needs a StudyInstanceUID or AccessionNumber column", path.display())));
+    }
+    let mut map = HashMap::new();
+    for (i, rec) in reader.records().enumerate() {
+        let rec = rec.map_err(|e| err(format!("{} row {}: {e}", path.display(), i + 2)))?;
+        let Some(text) = rec.get(report) else { continue };
+        for k in &keys {
+            if let Some(v) = rec.get(*k).filter(|v| !v.trim().is_empty()) {
+                map.insert(v.trim().to_string(), text.to_string());
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// Per-worker state: object stores by bucket, so URL images reuse connections.
+struct Worker {
+    cfg: ImageConfig,
+    rt: Handle,
+    dicom_reports: Arc<DicomReports>,
+    stores: HashMap<String, Location>,
+}
+
+impl Worker {
+    fn read_url(&mut self, url: &str) -> std::result::Result<Vec<u8>, (&'static str, String)> {
+        let loc = Location::parse(url).map_err(|e| ("missing-file", e.to_string()))?;
+        let store_key = loc.url().origin().ascii_serialization() + loc.url().scheme();
+        let loc = self.stores.entry(store_key).or_insert(loc).clone();
+        let path =
+            object_store::path::Path::from(url::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default());
+        let store = loc.store().clone();
+        self.rt.block_on(async move { store.get(&path).await?.bytes().await }).map(|b| b.to_vec()).map_err(
+            |e| match e {
+                object_store::Error::NotFound { .. } => ("missing-file", format!("{url}: not found")),
+                other => ("unreadable-file", ecamp_store::redact::scrub(&other.to_string())),
+            },
+        )
+    }
+
+    /// Reads, validates and encodes one item's image; resolves its report.
+    fn prepare(&mut self, item: Item) -> std::result::Result<Prepared, Reject> {
+        let kind = source_kind(&item);
+        let input_name = input_name(&item);
+        let rej = |reason: &str, detail: String| {
+            Reject::new(kind, input_name.clone(), reason, detail).with_sample(&item.sample_id)
+        };
+        let mut sample_id = item.sample_id.clone();
+        let mut subject_id = item.subject_id.clone();
+        let mut study_id = item.study_id.clone();
+        let mut view = item.view.clone();
+        let mut labels = item.labels.clone();
+        let mut report = match &item.report {
+            ReportInput::Text(t) => Some(t.clone()),
+            ReportInput::FromImage => None,
+            ReportInput::Bad(r) => return Err(r.clone()),
+        };
+        let prepared = match &item.image {
+            ImageInput::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => rej("missing-file", format!("{}: not found", path.display())),
+                    _ => rej("unreadable-file", format!("{}: {e}", path.display())),
+                })?;
+                image::prepare(&bytes, &self.cfg)
+            }
+            ImageInput::Url(url) => {
+                let bytes = self.read_url(url).map_err(|(r, d)| rej(r, d))?;
+                image::prepare(&bytes, &self.cfg)
+            }
+            ImageInput::Raster(g) => image::prepare_gray(g, &self.cfg),
+            ImageInput::Phantom { seed, index, size } => {
+                let p = crate::phantom::generate(&crate::phantom::PhantomSpec { seed: *seed, size: *size }, *index);
+                report = Some(p.report.clone());
+                subject_id = Some(p.subject_id.clone());
+                study_id = Some(p.study_id.clone());
+                view = Some(p.view.clone());
+                labels = Some(p.labels());
+                image::prepare_gray(&Gray { width: p.width, height: p.height, pixels: p.pixels }, &self.cfg)
+            }
+            ImageInput::Dicom(path) => {
+                let d = dicom::decode_dicom_file(path).map_err(|e| rej("corrupt-image", e.to_string()))?;
+                if let Some(uid) = &d.sop_instance_uid {
+                    sample_id = format!("dicom-{uid}");
+                }
+                let found = [&d.study_instance_uid, &d.accession_number]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|k| self.dicom_reports.get(k.trim()).cloned());
+                let text = found.ok_or_else(|| {
+                    rej("missing-report", "no report for this StudyInstanceUID or AccessionNumber".into())
+                })?;
+                report = Some(text);
+                subject_id = d.patient_id.clone();
+                study_id = d.study_instance_uid.clone();
+                view = d.view_position.clone().filter(|v| !v.is_empty());
+                image::prepare_gray(&Gray { width: d.width, height: d.height, pixels: d.pixels }, &self.cfg)
+            }
+        };
+        let img = prepared.map_err(|e| rej(e.code(), e.to_string()))?;
+        let report = report.ok_or_else(|| rej("missing-report", "no report".into()))?;
+        let report = crate::source::check_report(&report).map_err(|r| rej(r, "report is empty".into()))?;
+        Ok(Prepared {
+            sample: SampleRow {
+                image_sha256: sha256_hex(&img.jpeg),
+                sample_id,
+                subject_id,
+                study_id,
+                view,
+                image_path: item.image_name.clone(),
+                width: img.width as i32,
+                height: img.height as i32,
+                orig_width: img.orig_width as i32,
+                orig_height: img.orig_height as i32,
+                report,
+                source: kind.to_string(),
+                ingested_at_us: chrono::Utc::now().timestamp_micros(),
+                image: img.jpeg,
+            },
+            labels,
+            passthrough: img.passthrough,
+        })
+    }
+}
+
+fn source_kind(item: &Item) -> &'static str {
+    match &item.image {
+        ImageInput::Phantom { .. } => "phantom",
+        ImageInput::Dicom(_) => "dicom",
+        _ => match &item.report {
+            ReportInput::Bad(r) if r.source == "mimic-cxr" => "mimic-cxr",
+            _ if item.sample_id.starts_with("mimic-") => "mimic-cxr",
+            _ if item.sample_id.starts_with("iu-") => "iu-xray",
+            _ => "manifest",
+        },
+    }
+}
+
+fn input_name(item: &Item) -> String {
+    match &item.image {
+        ImageInput::File(p) | ImageInput::Dicom(p) => p.display().to_string(),
+        ImageInput::Url(u) => ecamp_store::redact::url(u),
+        ImageInput::Phantom { seed, index, .. } => format!("phantom:{seed}#{index}"),
+        ImageInput::Raster(_) => item.key.clone(),
+    }
+}
+
+/// The sample ids and image hashes already in the dataset (reads only those two columns).
+async fn existing_keys(ds: &Dataset) -> Result<(HashSet<String>, HashSet<String>)> {
+    let log = ds.table(TableKind::Samples);
+    let version = log.latest_version().await?;
+    let mut ids = HashSet::new();
+    let mut hashes = HashSet::new();
+    for f in log.files(version).await? {
+        for b in ds.read_columns(TableKind::Samples, &f, &["sample_id", "image_sha256"]).await? {
+            ids.extend(sample_ids(&b)?);
+            let col = b
+                .column_by_name("image_sha256")
+                .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>())
+                .ok_or_else(|| IngestError::Option("samples table lacks image_sha256".into()))?;
+            hashes.extend(col.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok((ids, hashes))
+}
+
+/// Runs an ingest to completion. Blocking: call it from a thread, not from async code; store
+/// operations run on `rt`.
+pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) -> Result<IngestSummary> {
+    let started = Instant::now();
+    let (part, parts) = opts.partition;
+    if parts == 0 || part >= parts {
+        return Err(IngestError::Option(format!("--partition {part}/{parts}: need I < N")));
+    }
+    let run_id = format!("{}-p{part}of{parts}", uuid::Uuid::new_v4().simple());
+    let mut summary = IngestSummary { run_id: run_id.clone(), ..Default::default() };
+    let ds = rt.block_on(Dataset::create(&opts.dataset))?;
+    let (mut known_ids, mut known_hashes) = rt.block_on(existing_keys(&ds))?;
+    let dicom_reports = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
+        Arc::new(load_dicom_reports(&opts.source_opts)?)
+    } else {
+        Arc::default()
+    };
+
+    let mut rejects: Vec<Reject> = Vec::new();
+    let mut todo: Vec<Item> = Vec::new();
+    for spec in &opts.sources {
+        for entry in spec.list(&opts.source_opts)? {
+            summary.listed += 1;
+            let key = match &entry {
+                Ok(item) => item.key.clone(),
+                Err(r) => r.input.clone(),
+            };
+            if partition_of(&key, parts) != part {
+                summary.other_partitions += 1;
+                continue;
+            }
+            match entry {
+                Err(r) => rejects.push(r),
+                // Known ids are skipped before any image is read: re-runs over a grown source are cheap.
+                Ok(item) if known_ids.contains(&item.sample_id) => summary.duplicate_ids += 1,
+                Ok(item) => {
+                    known_ids.insert(item.sample_id.clone());
+                    todo.push(item);
+                }
+            }
+        }
+    }
+    if opts.on_error == OnError::Fail
+        && let Some(r) = rejects.first()
+    {
+        return Err(IngestError::Rejected {
+            input: r.input.clone(),
+            reason: r.reason.clone(),
+            detail: r.detail.clone(),
+        });
+    }
+
+    let bar = progress_bar(opts.progress, todo.len() as u64);
+    let (work_tx, work_rx) = bounded::<Item>(opts.workers * 4);
+    let (done_tx, done_rx) = bounded::<std::result::Result<Prepared, Reject>>(opts.workers * 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..opts.workers.max(1) {
+        let (rx, tx, stop) = (work_rx.clone(), done_tx.clone(), stop.clone());
+        let mut worker = Worker {
+            cfg: opts.image.clone(),
+            rt: rt.clone(),
+            dicom_reports: dicom_reports.clone(),
+            stores: HashMap::new(),
+        };
+        handles.push(std::thread::spawn(move || {
+            for item in rx {
+                if stop.load(Ordering::Relaxed) || tx.send(worker.prepare(item)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop((work_rx, done_tx));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || feed(todo, work_tx, stop))
+    };
+
+    let mut batch: Vec<Prepared> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut seq = 0i64;
+    let mut outcome: Result<()> = Ok(());
+    for result in done_rx.iter() {
+        bar.inc(1);
+        match result {
+            Err(r) => {
+                if opts.on_error == OnError::Fail {
+                    outcome = Err(IngestError::Rejected {
+                        input: r.input.clone(),
+                        reason: r.reason.clone(),
+                        detail: r.detail.clone(),
+                    });
+                    rejects.push(r);
+                    break;
+                }
+                rejects.push(r);
+            }
+            Ok(p) if known_hashes.contains(&p.sample.image_sha256) => summary.duplicate_images += 1,
+            Ok(p) => {
+                known_hashes.insert(p.sample.image_sha256.clone());
+                batch_bytes += p.sample.image.len();
+                batch.push(p);
+                if batch.len() >= opts.batch_rows || batch_bytes >= opts.batch_bytes {
+                    if let Err(e) =
+                        commit(&ds, rt, distiller.as_ref(), &run_id, seq, std::mem::take(&mut batch), &mut summary)
+                    {
+                        outcome = Err(e);
+                        break;
+                    }
+                    seq += 1;
+                    batch_bytes = 0;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(done_rx);
+    let _ = feeder.join();
+    for h in handles {
+        let _ = h.join();
+    }
+    if outcome.is_ok() && !batch.is_empty() {
+        outcome = commit(&ds, rt, distiller.as_ref(), &run_id, seq, batch, &mut summary);
+    }
+    bar.finish_and_clear();
+    for r in &rejects {
+        *summary.rejected.entry(r.reason.clone()).or_default() += 1;
+    }
+    if !rejects.is_empty() {
+        summary.rejects_file = Some(write_rejects(&ds, rt, opts, &run_id, &rejects)?);
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    outcome.map(|()| summary)
+}
+
+fn feed(items: Vec<Item>, tx: Sender<Item>, stop: Arc<AtomicBool>) {
+    for item in items {
+        if stop.load(Ordering::Relaxed) || tx.send(item).is_err() {
+            break;
+        }
+    }
+}
+
+fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} ingest [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Distils a batch's reports and commits labels, annotations, then samples.
+fn commit(
+    ds: &Dataset,
+    rt: &Handle,
+    distiller: &dyn Distiller,
+    run_id: &str,
+    seq: i64,
+    mut batch: Vec<Prepared>,
+    summary: &mut IngestSummary,
+) -> Result<()> {
+    batch.sort_by(|a, b| a.sample.sample_id.cmp(&b.sample.sample_id));
+    let now = chrono::Utc::now().timestamp_micros();
+    let reports: Vec<&str> = batch.iter().map(|p| p.sample.report.as_str()).collect();
+    let producer = distiller.producer();
+    let mut annotations = Vec::with_capacity(batch.len());
+    for (p, d) in batch.iter().zip(distiller.distill_batch(&reports)) {
+        match d {
+            Ok(d) => annotations.push(AnnotationRow {
+                sample_id: p.sample.sample_id.clone(),
+                context: Some(d.context),
+                entities: Some(d.entities),
+                sr_window: None,
+                producer: producer.clone(),
+                created_at_us: now,
+            }),
+            Err(_) => summary.distill_failed += 1,
+        }
+    }
+    let labels: Vec<LabelRow> = batch
+        .iter()
+        .filter_map(|p| {
+            p.labels.as_ref().map(|l| LabelRow {
+                sample_id: p.sample.sample_id.clone(),
+                source: p.sample.source.clone(),
+                labels_json: l.to_string(),
+                created_at_us: now,
+            })
+        })
+        .collect();
+    let passthrough = batch.iter().filter(|p| p.passthrough).count();
+    let samples: Vec<SampleRow> = batch.into_iter().map(|p| p.sample).collect();
+    let txn = |table: &str| Some(AppTxn { app_id: format!("ingest-{run_id}-{table}"), seq });
+    rt.block_on(async {
+        if !labels.is_empty() {
+            ds.append_labels(&labels, txn("labels")).await?;
+        }
+        if !annotations.is_empty() {
+            ds.append_annotations(&annotations, txn("annotations")).await?;
+        }
+        ds.append_samples(&samples, txn("samples")).await
+    })?;
+    summary.commits += 1;
+    summary.passthrough += passthrough;
+    summary.ingested += samples.len();
+    summary.image_bytes += samples.iter().map(|s| s.image.len() as u64).sum::<u64>();
+    Ok(())
+}
+
+/// Writes rejects as JSONL to `--rejects` or next to the dataset; returns where.
+fn write_rejects(ds: &Dataset, rt: &Handle, opts: &IngestOptions, run_id: &str, rejects: &[Reject]) -> Result<String> {
+    let mut body = Vec::new();
+    for r in rejects {
+        // Serialising our own plain struct cannot fail.
+        body.extend(serde_json::to_vec(r).unwrap_or_default());
+        body.push(b'\n');
+    }
+    match &opts.rejects {
+        Some(path) => {
+            std::fs::write(path, &body)
+                .map_err(|e| IngestError::Rejects { path: path.display().to_string(), message: e.to_string() })?;
+            Ok(path.display().to_string())
+        }
+        None => {
+            let rel = format!("_ecamp/rejects/{run_id}.jsonl");
+            let loc = ds.location();
+            rt.block_on(loc.store().put(&loc.path(&rel), body.into()))
+                .map_err(|e| IngestError::Rejects { path: rel.clone(), message: e.to_string() })?;
+            Ok(format!("{}/{rel}", ds.display()))
+        }
+    }
+}

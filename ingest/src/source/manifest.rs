@@ -1,0 +1,115 @@
+//! `manifest:FILE`: CSV (with a header) or JSONL rows naming an image (a path relative to the
+//! manifest, an absolute path, or a URL in any supported object store) and its report.
+//!
+//! Columns: `image` (also `image_path` or `path`), `report`, and optionally `sample_id`,
+//! `subject_id`, `study_id`, `view`. Without `sample_id`, the image reference is the id.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{ImageInput, Item, Reject, ReportInput, check_report};
+use crate::error::IngestError;
+
+const KIND: &str = "manifest";
+
+/// Lists the rows of a manifest; a malformed row is a reject naming its line.
+pub fn list(file: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
+    let text = std::fs::read(file).map_err(|e| IngestError::Source {
+        source_kind: KIND,
+        detail: format!("cannot read {}: {e}", file.display()),
+    })?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let shown = file.display().to_string();
+    let jsonl = file.extension().is_some_and(|e| e == "jsonl" || e == "ndjson");
+    let rows = if jsonl { jsonl_rows(&text, &shown) } else { csv_rows(&text, &shown) };
+    Ok(rows.into_iter().map(|r| r.and_then(|(line, fields)| item(base, &shown, line, &fields))).collect())
+}
+
+type Row = (usize, HashMap<String, String>);
+
+fn csv_rows(text: &[u8], shown: &str) -> Vec<Result<Row, Reject>> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text);
+    let headers: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
+        Err(e) => return vec![Err(Reject::new(KIND, format!("{shown}:1"), "malformed-row", e.to_string()))],
+    };
+    reader
+        .byte_records()
+        .enumerate()
+        .map(|(i, rec)| {
+            let line = rec.as_ref().ok().and_then(|r| r.position()).map_or(i + 2, |p| p.line() as usize);
+            let rec = rec.map_err(|e| Reject::new(KIND, format!("{shown}:{line}"), "malformed-row", e.to_string()))?;
+            let mut fields = HashMap::new();
+            for (h, v) in headers.iter().zip(rec.iter()) {
+                let v = String::from_utf8(v.to_vec()).map_err(|_| {
+                    Reject::new(
+                        KIND,
+                        format!("{shown}:{line}"),
+                        "non-utf8-report",
+                        format!("column '{h}' is not UTF-8"),
+                    )
+                })?;
+                fields.insert(h.clone(), v);
+            }
+            Ok((line, fields))
+        })
+        .collect()
+}
+
+fn jsonl_rows(text: &[u8], shown: &str) -> Vec<Result<Row, Reject>> {
+    text.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|(i, l)| {
+            let line = i + 1;
+            let at = || format!("{shown}:{line}");
+            let s = std::str::from_utf8(l).map_err(|e| Reject::new(KIND, at(), "non-utf8-report", e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(s).map_err(|e| Reject::new(KIND, at(), "malformed-row", e.to_string()))?;
+            let obj = v.as_object().ok_or_else(|| Reject::new(KIND, at(), "malformed-row", "not a JSON object"))?;
+            let fields = obj
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Some((k.to_ascii_lowercase(), s.clone())),
+                    serde_json::Value::Number(n) => Some((k.to_ascii_lowercase(), n.to_string())),
+                    _ => None,
+                })
+                .collect();
+            Ok((line, fields))
+        })
+        .collect()
+}
+
+fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> Result<Item, Reject> {
+    let at = format!("{shown}:{line}");
+    let get = |k: &str| f.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let image = get("image")
+        .or_else(|| get("image_path"))
+        .or_else(|| get("path"))
+        .ok_or_else(|| Reject::new(KIND, &at, "malformed-row", "no image column (image, image_path or path)"))?;
+    let sample_id = get("sample_id").unwrap_or_else(|| image.clone());
+    let report = match f.get("report") {
+        None => return Err(Reject::new(KIND, &at, "malformed-row", "no report column").with_sample(&sample_id)),
+        Some(r) => match check_report(r) {
+            Ok(t) => ReportInput::Text(t),
+            Err(reason) => return Err(Reject::new(KIND, &at, reason, "report is empty").with_sample(&sample_id)),
+        },
+    };
+    let input = if image.contains("://") {
+        ImageInput::Url(image.clone())
+    } else {
+        let p = Path::new(&image);
+        ImageInput::File(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
+    };
+    Ok(Item {
+        key: image.clone(),
+        sample_id,
+        subject_id: get("subject_id"),
+        study_id: get("study_id"),
+        view: get("view").map(|v| v.to_ascii_uppercase()),
+        image_name: Some(image),
+        image: input,
+        report,
+        labels: None,
+    })
+}

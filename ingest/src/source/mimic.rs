@@ -1,0 +1,175 @@
+//! `mimic-cxr:ROOT`: the MIMIC-CXR-JPG 2.0 layout (`files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg`,
+//! `mimic-cxr-2.0.0-metadata.csv[.gz]` for the view position, `mimic-cxr-2.0.0-split.csv[.gz]`),
+//! with report text from the MIMIC-CXR reports tree (`--reports DIR`:
+//! `files/pXX/pSUBJECT/sSTUDY.txt`), reduced to its FINDINGS and IMPRESSION sections.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{ImageInput, Item, Reject, ReportInput, SourceOptions};
+use crate::error::IngestError;
+
+const KIND: &str = "mimic-cxr";
+
+fn err(detail: String) -> IngestError {
+    IngestError::Source { source_kind: KIND, detail }
+}
+
+/// Reads `name` or `name.gz` under `root` as CSV rows keyed by header.
+fn read_csv(root: &Path, name: &str) -> Result<Option<Vec<HashMap<String, String>>>, IngestError> {
+    let plain = root.join(name);
+    let gz = root.join(format!("{name}.gz"));
+    let text = if plain.exists() {
+        std::fs::read(&plain).map_err(|e| err(format!("{}: {e}", plain.display())))?
+    } else if gz.exists() {
+        let raw = std::fs::read(&gz).map_err(|e| err(format!("{}: {e}", gz.display())))?;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| err(format!("{}: {e}", gz.display())))?;
+        out
+    } else {
+        return Ok(None);
+    };
+    let mut reader = csv::Reader::from_reader(text.as_slice());
+    let headers: Vec<String> =
+        reader.headers().map_err(|e| err(format!("{name}: {e}")))?.iter().map(str::to_string).collect();
+    let mut rows = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| err(format!("{name}: {e}")))?;
+        rows.push(headers.iter().cloned().zip(rec.iter().map(str::to_string)).collect());
+    }
+    Ok(Some(rows))
+}
+
+/// The FINDINGS and IMPRESSION sections of a MIMIC-CXR report, joined; `None` if it has neither.
+pub fn findings_and_impression(text: &str) -> Option<String> {
+    let upper = text.to_ascii_uppercase();
+    let section = |name: &str| -> Option<String> {
+        let start = upper.find(&format!("{name}:"))? + name.len() + 1;
+        // A section runs until the next all-caps header line ("WORD:" at a line start).
+        let rest = &text[start..];
+        let end = rest
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .find(|&i| {
+                let line = rest[i..].trim_start();
+                let head: String = line.chars().take_while(|c| *c != ':' && *c != '\n').collect();
+                line.contains(':')
+                    && !head.is_empty()
+                    && head.len() < 40
+                    && head.chars().all(|c| c.is_ascii_uppercase() || c == ' ')
+            })
+            .unwrap_or(rest.len());
+        let body = rest[..end].split_whitespace().collect::<Vec<_>>().join(" ");
+        (!body.is_empty()).then_some(body)
+    };
+    match (section("FINDINGS"), section("IMPRESSION")) {
+        (None, None) => None,
+        (f, i) => Some(
+            [f.map(|f| format!("FINDINGS: {f}")), i.map(|i| format!("IMPRESSION: {i}"))]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    }
+}
+
+/// Lists the JPEGs of the layout with their reports and view positions.
+pub fn list(root: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject>>, IngestError> {
+    let reports_root =
+        opts.reports.clone().ok_or_else(|| err("--reports DIR (the MIMIC-CXR reports tree) is required".into()))?;
+    let meta = read_csv(root, "mimic-cxr-2.0.0-metadata.csv")?.unwrap_or_default();
+    let views: HashMap<String, String> =
+        meta.iter().filter_map(|r| Some((r.get("dicom_id")?.clone(), r.get("ViewPosition")?.clone()))).collect();
+    let split: HashMap<String, String> = read_csv(root, "mimic-cxr-2.0.0-split.csv")?
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| Some((r.get("dicom_id")?.clone(), r.get("split")?.clone())))
+        .collect();
+    let mut images = Vec::new();
+    walk(&root.join("files"), 0, &mut images).map_err(|e| err(format!("{}: {e}", root.join("files").display())))?;
+    images.sort();
+    let mut out = Vec::new();
+    for img in images {
+        let shown = img.display().to_string();
+        let (Some(study_dir), Some(dicom_id)) =
+            (img.parent(), img.file_stem().map(|s| s.to_string_lossy().to_string()))
+        else {
+            continue;
+        };
+        let study = study_dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let subject_dir = study_dir.parent();
+        let subject =
+            subject_dir.and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let group =
+            subject_dir.and_then(|p| p.parent()).and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
+        let view = views.get(&dicom_id).cloned().filter(|v| !v.is_empty());
+        if !opts.views.is_empty()
+            && !view.as_ref().is_some_and(|v| opts.views.iter().any(|w| w.eq_ignore_ascii_case(v)))
+        {
+            continue;
+        }
+        let sample_id = format!("mimic-{dicom_id}");
+        let report_path = group.map(|g| reports_root.join("files").join(g).join(&subject).join(format!("{study}.txt")));
+        let report = match report_path.as_deref().map(super::read_report) {
+            None => Err(("missing-report", "cannot place the study in the reports tree".to_string())),
+            Some(Err(e)) => Err(e),
+            Some(Ok(text)) => {
+                findings_and_impression(&text).ok_or(("empty-report", "no FINDINGS or IMPRESSION section".into()))
+            }
+        };
+        let report = match report {
+            Ok(t) => ReportInput::Text(t),
+            Err((reason, detail)) => {
+                ReportInput::Bad(Reject::new(KIND, &shown, reason, detail).with_sample(&sample_id))
+            }
+        };
+        out.push(Ok(Item {
+            key: format!("{subject}/{study}/{dicom_id}"),
+            sample_id,
+            subject_id: Some(subject.trim_start_matches('p').to_string()),
+            study_id: Some(study.trim_start_matches('s').to_string()),
+            view,
+            image_name: img.file_name().map(|n| n.to_string_lossy().to_string()),
+            labels: split.get(&dicom_id).map(|s| serde_json::json!({ "split": s })),
+            image: ImageInput::File(img),
+            report,
+        }));
+    }
+    Ok(out)
+}
+
+/// Collects `files/pXX/pSUBJECT/sSTUDY/*.jpg` (depth 3 below `dir`).
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && depth < 3 {
+            walk(&path, depth + 1, out)?;
+        } else if depth == 3 && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg")) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_extracted() {
+        let r = "FINAL REPORT\n EXAMINATION: CHEST\n\n FINDINGS: Small right effusion.\n No pneumothorax.\n\n IMPRESSION: Effusion.\n";
+        assert_eq!(
+            findings_and_impression(r).as_deref(),
+            Some("FINDINGS: Small right effusion. No pneumothorax. IMPRESSION: Effusion.")
+        );
+        assert_eq!(
+            findings_and_impression("IMPRESSION:\n No acute process.").as_deref(),
+            Some("IMPRESSION: No acute process.")
+        );
+        assert_eq!(findings_and_impression("INDICATION: cough"), None);
+    }
+}

@@ -1,0 +1,335 @@
+//! Where samples come from. Each source lists its items cheaply (ids, report text, where the
+//! image is); the heavy part (reading and decoding the image) happens later on worker threads.
+
+pub mod dicom;
+pub mod iu_xray;
+pub mod manifest;
+pub mod mimic;
+pub mod phantom_source;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::IngestError;
+use crate::image::Gray;
+
+/// Where an item's image is, before it is read.
+#[derive(Debug, Clone)]
+pub enum ImageInput {
+    /// A JPEG or PNG file on local disk.
+    File(PathBuf),
+    /// A JPEG or PNG object in any supported object store (`s3://…`, `file://…`).
+    Url(String),
+    /// A DICOM file; pixels and ids come from its header.
+    Dicom(PathBuf),
+    /// A phantom to render.
+    Phantom {
+        /// Generator seed.
+        seed: u64,
+        /// Study index.
+        index: u64,
+        /// Rendered size.
+        size: u32,
+    },
+    /// Pixels already in memory.
+    Raster(Gray),
+}
+
+/// The report of an item.
+#[derive(Debug, Clone)]
+pub enum ReportInput {
+    /// The text, read at listing time.
+    Text(String),
+    /// Known once the image is produced: looked up by the DICOM header's StudyInstanceUID or
+    /// AccessionNumber, or written by the phantom generator with its image.
+    FromImage,
+    /// The report could not be read; the item is rejected with this reason.
+    Bad(Reject),
+}
+
+/// One sample to ingest.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Stable key of the item in its source's listing (path or row), used for partitioning.
+    pub key: String,
+    /// Stable unique sample id.
+    pub sample_id: String,
+    /// Patient id.
+    pub subject_id: Option<String>,
+    /// Study id.
+    pub study_id: Option<String>,
+    /// View position.
+    pub view: Option<String>,
+    /// The image.
+    pub image: ImageInput,
+    /// The image's name as stored in the HF image struct's `path`.
+    pub image_name: Option<String>,
+    /// The report.
+    pub report: ReportInput,
+    /// Ground truth to keep in the labels table, if the source has any.
+    pub labels: Option<serde_json::Value>,
+}
+
+/// An input refused, with where it came from and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reject {
+    /// Source kind (`phantom`, `manifest`, …).
+    pub source: String,
+    /// Path, URL or `FILE:row N` of the input.
+    pub input: String,
+    /// Sample id, when known.
+    pub sample_id: Option<String>,
+    /// Stable reason code (`corrupt-image`, `missing-file`, `empty-report`, …).
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+impl Reject {
+    /// A reject of `input` from `source` with a reason code and detail.
+    pub fn new(source: &str, input: impl Into<String>, reason: &str, detail: impl Into<String>) -> Self {
+        Reject {
+            source: source.to_string(),
+            input: input.into(),
+            sample_id: None,
+            reason: reason.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The same reject, naming the sample.
+    pub fn with_sample(mut self, id: &str) -> Self {
+        self.sample_id = Some(id.to_string());
+        self
+    }
+}
+
+/// Options shared by the sources that need them.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// MIMIC-CXR reports tree, or the DICOM reports CSV.
+    pub reports: Option<PathBuf>,
+    /// View positions to keep (upper-case), empty = all.
+    pub views: Vec<String>,
+    /// Image size for phantoms.
+    pub phantom_size: u32,
+}
+
+/// A parsed `--source KIND:ARG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `phantom:COUNT[:SEED]`.
+    Phantom {
+        /// Number of studies.
+        count: u64,
+        /// Seed.
+        seed: u64,
+    },
+    /// `mimic-cxr:ROOT`.
+    Mimic(PathBuf),
+    /// `dicom:DIR`.
+    Dicom(PathBuf),
+    /// `manifest:FILE`.
+    Manifest(PathBuf),
+    /// `iu-xray:DIR`.
+    IuXray(PathBuf),
+}
+
+impl SourceSpec {
+    /// The source kind's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Phantom { .. } => "phantom",
+            SourceSpec::Mimic(_) => "mimic-cxr",
+            SourceSpec::Dicom(_) => "dicom",
+            SourceSpec::Manifest(_) => "manifest",
+            SourceSpec::IuXray(_) => "iu-xray",
+        }
+    }
+
+    /// Lists every item (or reject) of the source.
+    pub fn list(&self, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject>>, IngestError> {
+        match self {
+            SourceSpec::Phantom { count, seed } => Ok(phantom_source::list(*count, *seed, opts.phantom_size)),
+            SourceSpec::Mimic(root) => mimic::list(root, opts),
+            SourceSpec::Dicom(dir) => dicom_list(dir, opts),
+            SourceSpec::Manifest(file) => manifest::list(file),
+            SourceSpec::IuXray(dir) => iu_list(dir),
+        }
+    }
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, arg) = s.split_once(':').ok_or_else(|| format!("'{s}': expected KIND:ARG"))?;
+        let path = || -> Result<PathBuf, String> {
+            if arg.is_empty() { Err(format!("'{s}': missing path")) } else { Ok(PathBuf::from(arg)) }
+        };
+        match kind {
+            "phantom" => {
+                let mut parts = arg.split(':');
+                let count = parts
+                    .next()
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .ok_or_else(|| format!("'{s}': expected phantom:COUNT[:SEED]"))?;
+                let seed = match parts.next() {
+                    None => 0,
+                    Some(v) => v.parse::<u64>().map_err(|_| format!("'{s}': seed '{v}' is not a number"))?,
+                };
+                Ok(SourceSpec::Phantom { count, seed })
+            }
+            "mimic-cxr" | "mimic" => Ok(SourceSpec::Mimic(path()?)),
+            "dicom" => Ok(SourceSpec::Dicom(path()?)),
+            "manifest" => Ok(SourceSpec::Manifest(path()?)),
+            "iu-xray" | "iu" => Ok(SourceSpec::IuXray(path()?)),
+            other => Err(format!("unknown source kind '{other}' (phantom, mimic-cxr, dicom, manifest, iu-xray)")),
+        }
+    }
+}
+
+/// Which partition an item belongs to: a hash of its key, so it is stable when the listing grows.
+pub fn partition_of(key: &str, n: u32) -> u32 {
+    // FNV-1a: tiny, stable across versions and platforms (unlike std's hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as u32
+}
+
+/// Reads a text file that must be UTF-8 and non-empty; the error is a reject reason and detail.
+pub fn read_report(path: &Path) -> Result<String, (&'static str, String)> {
+    let bytes = std::fs::read(path).map_err(|e| ("missing-report", format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| ("non-utf8-report", format!("{}: {e}", path.display())))?;
+    check_report(&text).map_err(|r| (r, path.display().to_string()))
+}
+
+/// Normalises report text; refuses empty reports.
+pub fn check_report(text: &str) -> Result<String, &'static str> {
+    let t = text.trim().replace('\r', "");
+    if t.is_empty() { Err("empty-report") } else { Ok(t) }
+}
+
+fn dicom_list(dir: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject>>, IngestError> {
+    let files = dicom::list_dicom_files(dir).map_err(|e| IngestError::Source {
+        source_kind: "dicom",
+        detail: format!("cannot list {}: {e}", dir.display()),
+    })?;
+    if opts.reports.is_none() {
+        return Err(IngestError::Source {
+            source_kind: "dicom",
+            detail: "--reports CSV (StudyInstanceUID or AccessionNumber, report) is required".into(),
+        });
+    }
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
+            Ok(Item {
+                key: rel.clone(),
+                // Replaced by the SOPInstanceUID once the header is read.
+                sample_id: format!("dicom-{rel}"),
+                subject_id: None,
+                study_id: None,
+                view: None,
+                image: ImageInput::Dicom(f),
+                image_name: Some(rel),
+                report: ReportInput::FromImage,
+                labels: None,
+            })
+        })
+        .collect())
+}
+
+/// Image file extensions the folder sources look for, in order of preference.
+pub const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "PNG"];
+
+fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
+    let reports = dir.join("ecgen-radiology");
+    let images = dir.join("images");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&reports)
+        .map_err(|e| IngestError::Source { source_kind: "iu-xray", detail: format!("{}: {e}", reports.display()) })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for xml_path in names {
+        let shown = xml_path.display().to_string();
+        let parsed = std::fs::read(&xml_path)
+            .map_err(|e| Reject::new("iu-xray", &shown, "unreadable-report", e.to_string()))
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|e| Reject::new("iu-xray", &shown, "non-utf8-report", e.to_string()))
+            })
+            .and_then(|x| {
+                iu_xray::parse_iu_report(&x).map_err(|e| Reject::new("iu-xray", &shown, "malformed-xml", e.to_string()))
+            });
+        let report = match parsed {
+            Ok(r) => r,
+            Err(rej) => {
+                out.push(Err(rej));
+                continue;
+            }
+        };
+        let text = report
+            .report_text()
+            .ok_or_else(|| Reject::new("iu-xray", &shown, "empty-report", "no findings or impression"));
+        for id in &report.image_ids {
+            let found = IMAGE_EXTS.iter().map(|e| images.join(format!("{id}.{e}"))).find(|p| p.exists());
+            let sample_id = format!("iu-{id}");
+            let item = match (&text, found) {
+                (Err(r), _) => Err(r.clone().with_sample(&sample_id)),
+                (_, None) => Err(Reject::new(
+                    "iu-xray",
+                    images.join(id).display().to_string(),
+                    "missing-file",
+                    "no PNG or JPEG for this image id",
+                )
+                .with_sample(&sample_id)),
+                (Ok(t), Some(path)) => Ok(Item {
+                    key: id.clone(),
+                    sample_id,
+                    subject_id: Some(report.uid.clone()),
+                    study_id: Some(report.uid.clone()),
+                    view: None,
+                    image_name: path.file_name().map(|n| n.to_string_lossy().to_string()),
+                    image: ImageInput::File(path),
+                    report: ReportInput::Text(t.clone()),
+                    labels: Some(
+                        serde_json::json!({ "mesh_major": report.mesh_major, "mesh_minor": report.mesh_minor }),
+                    ),
+                }),
+            };
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!("phantom:500".parse::<SourceSpec>(), Ok(SourceSpec::Phantom { count: 500, seed: 0 }));
+        assert_eq!("phantom:5:7".parse::<SourceSpec>(), Ok(SourceSpec::Phantom { count: 5, seed: 7 }));
+        assert!("phantom:x".parse::<SourceSpec>().is_err());
+        assert!("ftp:x".parse::<SourceSpec>().is_err());
+        assert_eq!("manifest:a.csv".parse::<SourceSpec>(), Ok(SourceSpec::Manifest("a.csv".into())));
+    }
+
+    #[test]
+    fn partitions_are_stable_and_cover() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let mut counts = [0usize; 4];
+        for k in &keys {
+            counts[partition_of(k, 4) as usize] += 1;
+            assert_eq!(partition_of(k, 4), partition_of(k, 4));
+        }
+        assert_eq!(counts.iter().sum::<usize>(), 1000);
+        assert!(counts.iter().all(|c| *c > 150), "{counts:?}");
+    }
+}

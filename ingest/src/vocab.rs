@@ -1,0 +1,164 @@
+//! Vocabularies: a WordPiece tokenizer trained on a snapshot's reports and contexts, with the
+//! official ECAMP tokenizer's pipeline (lower-case, NFKD, strip accents; whitespace and digit
+//! pre-tokenisation; `##` continuations; `[PAD] [UNK] [CLS] [MASK] [SEP]` as ids 0–4), stored
+//! under `_ecamp/vocab/<hash>.json`. A user-supplied `tokenizer.json` is checked and stored the
+//! same way.
+
+use ecamp_store::{Dataset, Snapshot, TableKind};
+use object_store::{ObjectStoreExt, PutPayload};
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::normalizers::{Lowercase, NFKD, Sequence as NormSeq, StripAccents};
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer, TokenizerImpl,
+};
+
+use crate::error::{IngestError, Result};
+
+/// Dataset-relative folder of stored vocabularies.
+pub const VOCAB_DIR: &str = "_ecamp/vocab";
+/// The special tokens, in id order.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[MASK]", "[SEP]"];
+
+/// A stored vocabulary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VocabInfo {
+    /// Dataset-relative path of the tokenizer JSON.
+    pub path: String,
+    /// Content hash (the file name's stem).
+    pub hash: String,
+    /// Number of tokens, special tokens included.
+    pub vocab_size: usize,
+}
+
+fn verr(e: impl std::fmt::Display) -> IngestError {
+    IngestError::Vocab(e.to_string())
+}
+
+/// Trains a WordPiece tokenizer of at most `vocab_size` tokens on `texts`.
+pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Tokenizer> {
+    let model = WordPiece::builder()
+        .unk_token("[UNK]".into())
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(verr)?;
+    let mut tok: TokenizerImpl<
+        WordPiece,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    > = TokenizerImpl::new(model);
+    tok.with_normalizer(Some(NormSeq::new(vec![Lowercase.into(), NFKD.into(), StripAccents.into()])));
+    tok.with_pre_tokenizer(Some(PreSeq::new(vec![Whitespace {}.into(), Digits::new(false).into()])));
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let mut trainer = WordPieceTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .special_tokens(specials.clone())
+        .continuing_subword_prefix("##".into())
+        .show_progress(false)
+        .build();
+    tok.train(&mut trainer, texts).map_err(verr)?;
+    // Registered as added tokens so a literal "[CLS] " prefix is matched before normalisation.
+    tok.add_special_tokens(&specials);
+    Ok(tok.into())
+}
+
+/// Checks a tokenizer has the special tokens at the ids ECAMP's text pipeline relies on.
+pub fn check(tok: &Tokenizer) -> Result<()> {
+    for (id, t) in SPECIAL_TOKENS.iter().enumerate() {
+        match tok.token_to_id(t) {
+            Some(got) if got as usize == id => {}
+            got => return Err(IngestError::Vocab(format!("token {t} must have id {id}, has {got:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Loads and checks a `tokenizer.json`.
+pub fn load(bytes: &[u8]) -> Result<Tokenizer> {
+    let tok = Tokenizer::from_bytes(bytes).map_err(verr)?;
+    check(&tok)?;
+    Ok(tok)
+}
+
+/// Stores a tokenizer under `_ecamp/vocab/<hash>.json`.
+pub async fn store(ds: &Dataset, tok: &Tokenizer) -> Result<VocabInfo> {
+    let json = tok.to_string(false).map_err(verr)?;
+    let hash = ecamp_store::shard::sha256_hex(json.as_bytes())[..16].to_string();
+    let path = format!("{VOCAB_DIR}/{hash}.json");
+    let loc = ds.location();
+    loc.store()
+        .put(&loc.path(&path), PutPayload::from(json.into_bytes()))
+        .await
+        .map_err(|e| loc.storage_error(&path, &e))?;
+    Ok(VocabInfo { path, hash, vocab_size: tok.get_vocab_size(true) })
+}
+
+/// Trains on the reports (samples) and contexts (annotations) of a snapshot and stores the result.
+pub async fn build(ds: &Dataset, snap: &Snapshot, vocab_size: usize) -> Result<VocabInfo> {
+    let mut texts: Vec<String> = Vec::new();
+    for (kind, column) in [(TableKind::Samples, "report"), (TableKind::Annotations, "context")] {
+        let Some(pin) = snap.table(kind) else { continue };
+        for f in &pin.files {
+            for b in ds.read_columns(kind, f, &[column]).await? {
+                if let Some(col) = b.column(0).as_any().downcast_ref::<arrow_array::StringArray>() {
+                    texts.extend(col.iter().flatten().filter(|t| !t.is_empty()).map(str::to_string));
+                }
+            }
+        }
+    }
+    if texts.is_empty() {
+        return Err(IngestError::Vocab(format!("snapshot {} has no report text to train on", snap.id)));
+    }
+    let tok = tokio::task::block_in_place(|| train(texts.iter().map(String::as_str), vocab_size))?;
+    store(ds, &tok).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn official() -> Option<Vec<u8>> {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/mimic_wordpiece.json");
+        match std::fs::read(p) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {p} is unreadable: {e}");
+                eprintln!("note: {p} missing, official tokenizer test skipped");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn official_tokenizer_gives_official_ids() {
+        let Some(bytes) = official() else { return };
+        let tok = load(&bytes).expect("official tokenizer loads and passes the checks");
+        let ids = |s: &str| tok.encode(s, false).expect("encode").get_ids().to_vec();
+        assert_eq!(ids("there is no evidence of"), vec![219, 149, 152, 422, 158]);
+        assert_eq!(ids("there is no"), vec![219, 149, 152]);
+        assert_eq!(ids("[CLS] Small right pleural effusion."), vec![2, 418, 207, 221, 203, 16]);
+        assert_eq!(tok.token_to_id("[MASK]"), Some(3));
+        assert_eq!(tok.token_to_id("."), Some(16));
+    }
+
+    #[test]
+    fn trained_vocabulary_has_the_special_ids_and_tokenizes() {
+        let texts = [
+            "There is a small right pleural effusion.",
+            "No pneumothorax. There is no evidence of consolidation.",
+            "Heart size is normal. The lungs are clear.",
+        ];
+        let corpus: Vec<&str> = texts.iter().cycle().take(60).copied().collect();
+        let tok = train(corpus.into_iter(), 200).expect("train");
+        check(&tok).expect("special ids");
+        let enc = tok.encode("[CLS] There is no pneumothorax.", false).expect("encode");
+        assert_eq!(enc.get_ids()[0], 2);
+        assert!(!enc.get_ids().contains(&1), "known words must not be [UNK]: {:?}", enc.get_tokens());
+    }
+}
