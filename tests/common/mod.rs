@@ -101,3 +101,34 @@ pub fn text(o: &Output) -> String {
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
+
+/// A file inside one of the wheels `.ci/run` downloads (pip download, never installed), or
+/// `None` (printing why) outside CI. The folder is `ECAMP_TEST_WHEELS` or `.cache/wheels`.
+pub fn wheel_member(wheel_prefix: &str, member: &str) -> Option<Vec<u8>> {
+    let dir = std::env::var("ECAMP_TEST_WHEELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/wheels"));
+    let wheel = std::fs::read_dir(&dir).ok().and_then(|d| {
+        d.filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(wheel_prefix)))
+    });
+    let Some(wheel) = wheel else {
+        assert!(!in_ci(), "CI=true but no {wheel_prefix}*.whl in {} (.ci/run downloads it)", dir.display());
+        eprintln!("note: {wheel_prefix} wheel not in {}: real-data test skipped (run `bash .ci/run`)", dir.display());
+        return None;
+    };
+    let file = std::fs::File::open(&wheel).expect("open wheel");
+    let mut zip = zip::ZipArchive::new(file).expect("wheel is a zip");
+    let mut entry = zip.by_name(member).unwrap_or_else(|e| panic!("{member} not in {}: {e}", wheel.display()));
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut out).expect("read member");
+    Some(out)
+}
+
+/// The real IU X-ray report XMLs (from torchxrayvision's wheel), extracted into `dir`.
+pub fn iu_reports_into(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let tgz = wheel_member("torchxrayvision-", "torchxrayvision/data/NLMCXR_reports.tgz")?;
+    tar::Archive::new(flate2::read::GzDecoder::new(tgz.as_slice())).unpack(dir).expect("unpack reports");
+    Some(dir.join("ecgen-radiology"))
+}
