@@ -389,6 +389,19 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
         std::thread::spawn(move || feed(todo, work_tx, stop))
     };
 
+    // Commits run on their own thread, so workers keep decoding while a batch is distilled,
+    // encoded and committed; the channel holds one batch, bounding memory to two batches.
+    let (batch_tx, batch_rx) = bounded::<(i64, Vec<Prepared>)>(1);
+    let committer = {
+        let (ds, rt, distiller, run_id) = (ds.clone(), rt.clone(), distiller.clone(), run_id.clone());
+        std::thread::spawn(move || -> Result<IngestSummary> {
+            let mut done = IngestSummary::default();
+            for (seq, batch) in batch_rx {
+                commit(&ds, &rt, distiller.as_ref(), &run_id, seq, batch, &mut done)?;
+            }
+            Ok(done)
+        })
+    };
     let mut batch: Vec<Prepared> = Vec::new();
     let mut batch_bytes = 0usize;
     let mut seq = 0i64;
@@ -414,10 +427,8 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
                 batch_bytes += p.sample.image.len();
                 batch.push(p);
                 if batch.len() >= opts.batch_rows || batch_bytes >= opts.batch_bytes {
-                    if let Err(e) =
-                        commit(&ds, rt, distiller.as_ref(), &run_id, seq, std::mem::take(&mut batch), &mut summary)
-                    {
-                        outcome = Err(e);
+                    // A closed channel means the committer stopped on an error; it is reported below.
+                    if batch_tx.send((seq, std::mem::take(&mut batch))).is_err() {
                         break;
                     }
                     seq += 1;
@@ -433,7 +444,19 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
         let _ = h.join();
     }
     if outcome.is_ok() && !batch.is_empty() {
-        outcome = commit(&ds, rt, distiller.as_ref(), &run_id, seq, batch, &mut summary);
+        let _ = batch_tx.send((seq, batch));
+    }
+    drop(batch_tx);
+    match committer.join() {
+        Ok(Ok(done)) => {
+            summary.commits = done.commits;
+            summary.ingested = done.ingested;
+            summary.image_bytes = done.image_bytes;
+            summary.passthrough = done.passthrough;
+            summary.distill_failed = done.distill_failed;
+        }
+        Ok(Err(e)) => outcome = outcome.and(Err(e)),
+        Err(_) => outcome = outcome.and(Err(IngestError::Option("the commit thread panicked".into()))),
     }
     bar.finish_and_clear();
     for r in &rejects {

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch to one module per command.
 
+mod bench;
 mod distill;
 mod distiller;
 mod fsck;
@@ -41,6 +42,9 @@ enum Command {
     /// Build or import the WordPiece vocabulary.
     #[command(subcommand)]
     Vocab(vocab::Command),
+    /// Benchmarks, reported as ratios against a peer measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// Runs the parsed command; the exit code says whether it found problems.
@@ -52,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(a) => ingest::run(a).await,
         Command::Distill(a) => distill::run(a).await,
         Command::Vocab(c) => vocab::run(c).await,
+        Command::Bench(c) => bench::run(c).await,
     }
 }
 

@@ -358,8 +358,11 @@ mod tests {
     #[test]
     fn refs_parse() {
         assert_eq!("snap-00ff".parse::<SnapshotRef>(), Ok(SnapshotRef::Id("snap-00ff".into())));
-        assert_eq!("3".parse::<SnapshotRef>(), Ok(SnapshotRef::Versions { samples: Some(3), annotations: None }));
-        assert_eq!("v3:1".parse::<SnapshotRef>(), Ok(SnapshotRef::Versions { samples: Some(3), annotations: Some(1) }));
+        let v = |s, a, l| SnapshotRef::Versions(TableVersions { samples: s, annotations: a, labels: l });
+        assert_eq!("3".parse::<SnapshotRef>(), Ok(v(Some(3), None, None)));
+        assert_eq!("v3:1".parse::<SnapshotRef>(), Ok(v(Some(3), Some(1), None)));
+        assert_eq!("3::2".parse::<SnapshotRef>(), Ok(v(Some(3), None, Some(2))));
+        assert!("1:2:3:4".parse::<SnapshotRef>().is_err());
         assert_eq!("latest".parse::<SnapshotRef>(), Ok(SnapshotRef::LATEST));
         assert!("snap-xyz".parse::<SnapshotRef>().is_err());
         assert!("x:y".parse::<SnapshotRef>().is_err());

@@ -75,8 +75,10 @@ impl std::fmt::Debug for OpenAi {
 /// Why one answer was not accepted.
 #[derive(Debug)]
 enum Failure {
-    /// Worth another attempt (network, 429, 5xx, malformed answer).
+    /// Worth another attempt (network, 5xx, malformed answer).
     Retry(String),
+    /// Rate limited: retry, waiting at least this long when the server said so.
+    RateLimited(Option<Duration>),
     /// Not worth it (401, 400, ...).
     Fatal(String),
 }
@@ -117,12 +119,27 @@ impl OpenAi {
         }
         let resp = req.send().await.map_err(|e| Failure::Retry(format!("request failed: {}", without_url(&e))))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = resp.text().await.map_err(|e| Failure::Retry(format!("reading the answer: {}", without_url(&e))))?;
-        if status.as_u16() == 429 || status.is_server_error() {
+        if status.as_u16() == 429 {
+            return Err(Failure::RateLimited(retry_after));
+        }
+        if status.is_server_error() {
             return Err(Failure::Retry(format!("HTTP {status}")));
         }
         if !status.is_success() {
-            return Err(Failure::Fatal(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
+            // Error bodies can echo parts of the key: scrub before keeping any of it.
+            let body = ecamp_store::redact::scrub(&text.chars().take(200).collect::<String>());
+            let body = match &self.cfg.api_key {
+                Some(k) if !k.is_empty() => body.replace(k.as_str(), "***"),
+                _ => body,
+            };
+            return Err(Failure::Fatal(format!("HTTP {status}: {body}")));
         }
         let content = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -140,7 +157,8 @@ impl OpenAi {
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
         let mut last = String::new();
-        for attempt in 1..=self.cfg.attempts.max(1) {
+        let attempts = self.cfg.attempts.max(1);
+        for attempt in 1..=attempts {
             match self.ask(report).await {
                 Ok(d) => {
                     if let Some(p) = &cache {
@@ -152,13 +170,21 @@ impl OpenAi {
                 Err(Failure::Fatal(m)) => return Err(m),
                 Err(Failure::Retry(m)) => {
                     last = m;
-                    if attempt < self.cfg.attempts {
+                    if attempt < attempts {
                         tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+                Err(Failure::RateLimited(after)) => {
+                    last = "HTTP 429 Too Many Requests".into();
+                    if attempt < attempts {
+                        // Honour Retry-After; without it, back off from a second, not from 200 ms.
+                        let wait = after.unwrap_or_else(|| Duration::from_secs(1) + backoff.next_delay());
+                        tokio::time::sleep(wait.min(Duration::from_secs(120))).await;
                     }
                 }
             }
         }
-        Err(format!("no valid answer after {} attempts: {last}", self.cfg.attempts))
+        Err(format!("no valid answer after {attempts} attempts: {last}"))
     }
 }
 
@@ -206,10 +232,11 @@ pub fn parse_answer(content: &str) -> Result<Distilled, String> {
             None | Some(serde_json::Value::Null) => Vec::new(),
             Some(serde_json::Value::Array(a)) => a
                 .iter()
-                .map(|d| {
-                    d.as_str()
-                        .map(str::to_ascii_lowercase)
-                        .ok_or(format!("entity {i} ({name}): descriptor is not a string"))
+                .map(|d| match d.as_str().map(str::trim) {
+                    Some(w) if !w.is_empty() && w.len() <= 40 && !w.contains(char::is_whitespace) => {
+                        Ok(w.to_ascii_lowercase())
+                    }
+                    _ => Err(format!("entity {i} ({name}): descriptor {d} is not a single word")),
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(format!("entity {i} ({name}): descriptors is not a list")),
@@ -272,6 +299,8 @@ mod tests {
             r#"{"entities":[{"name":"dragon","status":"present"}]}"#,
             r#"{"entities":[{"name":"effusion","status":"maybe"}]}"#,
             r#"{"entities":[{"name":"effusion","status":"present","descriptors":"small"}]}"#,
+            r#"{"entities":[{"name":"effusion","status":"present","descriptors":["very small"]}]}"#,
+            r#"{"entities":[{"name":"effusion","status":"present","descriptors":[""]}]}"#,
             r#"{"found":[]}"#,
         ] {
             assert!(parse_answer(bad).is_err(), "{bad}");
