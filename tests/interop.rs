@@ -5,19 +5,12 @@ mod common;
 
 use std::process::Command;
 
-use common::{in_ci, runtime, sample_rows, text};
+use common::{runtime, sample_rows, text};
 use ecamp_store::shard::sha256_hex;
 use ecamp_store::{Dataset, TableKind, TableVersions};
 
 fn python() -> Option<String> {
-    match std::env::var("ECAMP_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(!in_ci(), "CI=true but ECAMP_PYTHON (a Python with deltalake and pyarrow) is unset");
-            eprintln!("note: interop test skipped (run `bash .ci/run` for a Python with deltalake)");
-            None
-        }
-    }
+    common::service_env("ECAMP_PYTHON", "a Python with deltalake and pyarrow")
 }
 
 #[test]

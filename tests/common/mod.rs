@@ -19,17 +19,22 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand::random::<u32>())
 }
 
-/// The S3 bucket of the test server, or `None` (printing why) outside CI.
-/// Under CI a missing server is a failure, never a silent skip.
-pub fn s3_bucket() -> Option<String> {
-    match std::env::var("ECAMP_TEST_S3_BUCKET") {
-        Ok(b) if !b.is_empty() => Some(b),
+/// The value of `var`, set by `.ci/run` for a test service (`what`), or `None` (printing why)
+/// outside CI. Under CI a missing service is a failure, never a silent skip.
+pub fn service_env(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            assert!(!in_ci(), "CI=true but ECAMP_TEST_S3_BUCKET is unset: the S3 server from .ci/run is missing");
-            eprintln!("note: S3 tests skipped (run `bash .ci/run` to start an S3 server on 127.0.0.1)");
+            assert!(!in_ci(), "CI=true but {var} ({what}) is unset: .ci/run provides it");
+            eprintln!("note: test needing {what} skipped (run `bash .ci/run`)");
             None
         }
     }
+}
+
+/// The S3 bucket of the test server on 127.0.0.1.
+pub fn s3_bucket() -> Option<String> {
+    service_env("ECAMP_TEST_S3_BUCKET", "an S3 server on 127.0.0.1")
 }
 
 /// One fresh dataset URL on each backend available: file, memory, and S3 when configured.
