@@ -397,3 +397,45 @@ fn distill_again_and_build_vocabularies() {
         assert_eq!(info["vocab_size"], 30000);
     }
 }
+
+#[test]
+fn manifest_images_by_url_from_object_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut rows = String::from("image,report,sample_id\n");
+    for i in 0..3u32 {
+        let p = d.join(format!("u{i}.jpg"));
+        std::fs::write(&p, jpeg(64, 64, 100 + i)).expect("write");
+        rows.push_str(&format!("file://{},No acute process.,file-{i}\n", p.display()));
+    }
+    rows.push_str(&format!("file://{}/absent.jpg,Normal.,file-missing\n", d.display()));
+    let mut expected = 3;
+    if let Some(bucket) = s3_bucket() {
+        let prefix = unique("urls");
+        runtime().block_on(async {
+            let loc = ecamp_store::Location::parse(&format!("s3://{bucket}/{prefix}")).expect("s3");
+            for i in 0..2u32 {
+                let body = object_store::PutPayload::from(jpeg(64, 64, 200 + i));
+                object_store::ObjectStoreExt::put(loc.store().as_ref(), &loc.path(&format!("img {i}.jpg")), body)
+                    .await
+                    .expect("put");
+            }
+        });
+        for i in 0..2 {
+            rows.push_str(&format!("s3://{bucket}/{prefix}/img%20{i}.jpg,Small effusion.,s3-{i}\n"));
+        }
+        expected += 2;
+    }
+    std::fs::write(d.join("urls.csv"), rows).expect("csv");
+    let url = format!("file://{}/ds", d.display());
+    let s = ingest(&[
+        "--dataset",
+        &url,
+        "--source",
+        &format!("manifest:{}", d.join("urls.csv").display()),
+        "--image-size",
+        "64",
+    ]);
+    assert_eq!(s["ingested"], expected, "{s}");
+    assert_eq!(s["rejected"]["missing-file"], 1, "{s}");
+}

@@ -247,6 +247,10 @@ pub fn prepare_gray(gray: &Gray, cfg: &ImageConfig) -> Result<PreparedImage, Ima
         return Err(ImageError::Corrupt(format!("{} pixels for {}x{}", gray.pixels.len(), gray.width, gray.height)));
     }
     let (w, h) = target_size(gray.width, gray.height, cfg.size);
+    // An extreme aspect ratio would make the resized image itself the bomb.
+    if w > u16::MAX as u32 || h > u16::MAX as u32 || w as u64 * h as u64 > cfg.max_pixels {
+        return Err(ImageError::TooLarge { width: w as u64, height: h as u64, max: cfg.max_pixels });
+    }
     let resized = resize(gray, w, h)?;
     Ok(PreparedImage {
         jpeg: encode_jpeg(&resized, cfg.quality)?,

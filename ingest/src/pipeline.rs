@@ -150,7 +150,10 @@ fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
     }
     let mut map = HashMap::new();
     for (i, rec) in reader.records().enumerate() {
-        let rec = rec.map_err(|e| err(format!("{} row {}: {e}", path.display(), i + 2)))?;
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(i + 2, |p| p.line() as usize);
+            err(format!("{} line {line}: {e}", path.display()))
+        })?;
         let Some(text) = rec.get(report) else { continue };
         for k in &keys {
             if let Some(v) = rec.get(*k).filter(|v| !v.trim().is_empty()) {
@@ -171,23 +174,40 @@ struct Worker {
 
 impl Worker {
     fn read_url(&mut self, url: &str) -> std::result::Result<Vec<u8>, (&'static str, String)> {
-        let loc = Location::parse(url).map_err(|e| ("missing-file", e.to_string()))?;
-        let store_key = loc.url().origin().ascii_serialization() + loc.url().scheme();
-        let loc = self.stores.entry(store_key).or_insert(loc).clone();
-        let path =
-            object_store::path::Path::from(url::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default());
-        let store = loc.store().clone();
+        let shown = ecamp_store::redact::url(url);
+        let parsed = url::Url::parse(url).map_err(|e| ("missing-file", format!("{shown}: {e}")))?;
+        let path = object_store::path::Path::from_url_path(parsed.path())
+            .map_err(|e| ("missing-file", format!("{shown}: {e}")))?;
+        // One client per bucket (or per local root): building one per image would be slow.
+        let key = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
+        let store = match self.stores.get(&key) {
+            Some(loc) => loc.store().clone(),
+            None => {
+                let loc = Location::parse(&key).map_err(|e| ("unreadable-file", e.to_string()))?;
+                let store = loc.store().clone();
+                self.stores.insert(key, loc);
+                store
+            }
+        };
         self.rt.block_on(async move { store.get(&path).await?.bytes().await }).map(|b| b.to_vec()).map_err(
             |e| match e {
-                object_store::Error::NotFound { .. } => ("missing-file", format!("{url}: not found")),
+                object_store::Error::NotFound { .. } => ("missing-file", format!("{shown}: not found")),
                 other => ("unreadable-file", ecamp_store::redact::scrub(&other.to_string())),
             },
         )
     }
 
+    /// [`Worker::prepare`], with a panic in a third-party decoder turned into a reject.
+    fn prepare_caught(&mut self, item: Item) -> std::result::Result<Prepared, Reject> {
+        let (kind, input, id) = (item.source, input_name(&item), item.sample_id.clone());
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare(item))).unwrap_or_else(|_| {
+            Err(Reject::new(kind, input, "decoder-panic", "the image decoder panicked on this input").with_sample(&id))
+        })
+    }
+
     /// Reads, validates and encodes one item's image; resolves its report.
     fn prepare(&mut self, item: Item) -> std::result::Result<Prepared, Reject> {
-        let kind = source_kind(&item);
+        let kind = item.source;
         let input_name = input_name(&item);
         let rej = |reason: &str, detail: String| {
             Reject::new(kind, input_name.clone(), reason, detail).with_sample(&item.sample_id)
@@ -214,7 +234,6 @@ impl Worker {
                 let bytes = self.read_url(url).map_err(|(r, d)| rej(r, d))?;
                 image::prepare(&bytes, &self.cfg)
             }
-            ImageInput::Raster(g) => image::prepare_gray(g, &self.cfg),
             ImageInput::Phantom { seed, index, size } => {
                 let p = crate::phantom::generate(&crate::phantom::PhantomSpec { seed: *seed, size: *size }, *index);
                 report = Some(p.report.clone());
@@ -269,25 +288,11 @@ impl Worker {
     }
 }
 
-fn source_kind(item: &Item) -> &'static str {
-    match &item.image {
-        ImageInput::Phantom { .. } => "phantom",
-        ImageInput::Dicom(_) => "dicom",
-        _ => match &item.report {
-            ReportInput::Bad(r) if r.source == "mimic-cxr" => "mimic-cxr",
-            _ if item.sample_id.starts_with("mimic-") => "mimic-cxr",
-            _ if item.sample_id.starts_with("iu-") => "iu-xray",
-            _ => "manifest",
-        },
-    }
-}
-
 fn input_name(item: &Item) -> String {
     match &item.image {
         ImageInput::File(p) | ImageInput::Dicom(p) => p.display().to_string(),
         ImageInput::Url(u) => ecamp_store::redact::url(u),
         ImageInput::Phantom { seed, index, .. } => format!("phantom:{seed}#{index}"),
-        ImageInput::Raster(_) => item.key.clone(),
     }
 }
 
@@ -322,6 +327,7 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     let mut summary = IngestSummary { run_id: run_id.clone(), ..Default::default() };
     let ds = rt.block_on(Dataset::create(&opts.dataset))?;
     let (mut known_ids, mut known_hashes) = rt.block_on(existing_keys(&ds))?;
+    let mut accepted_ids = known_ids.clone();
     let dicom_reports = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
         Arc::new(load_dicom_reports(&opts.source_opts)?)
     } else {
@@ -333,8 +339,10 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     for spec in &opts.sources {
         for entry in spec.list(&opts.source_opts)? {
             summary.listed += 1;
+            // Split by sample id where the listing knows it, so two rows with one id can never be
+            // ingested by two partitions at once.
             let key = match &entry {
-                Ok(item) => item.key.clone(),
+                Ok(item) => item.sample_id.clone(),
                 Err(r) => r.input.clone(),
             };
             if partition_of(&key, parts) != part {
@@ -377,7 +385,7 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
         };
         handles.push(std::thread::spawn(move || {
             for item in rx {
-                if stop.load(Ordering::Relaxed) || tx.send(worker.prepare(item)).is_err() {
+                if stop.load(Ordering::Relaxed) || tx.send(worker.prepare_caught(item)).is_err() {
                     break;
                 }
             }
@@ -422,6 +430,8 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
                 rejects.push(r);
             }
             Ok(p) if known_hashes.contains(&p.sample.image_sha256) => summary.duplicate_images += 1,
+            // Ids resolved from the image (DICOM SOP instance UIDs) are checked here, not at listing.
+            Ok(p) if !accepted_ids.insert(p.sample.sample_id.clone()) => summary.duplicate_ids += 1,
             Ok(p) => {
                 known_hashes.insert(p.sample.image_sha256.clone());
                 batch_bytes += p.sample.image.len();
@@ -441,7 +451,10 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     drop(done_rx);
     let _ = feeder.join();
     for h in handles {
-        let _ = h.join();
+        // Workers catch panics per item, so a failed join is a bug; surface it.
+        if h.join().is_err() {
+            outcome = outcome.and(Err(IngestError::Option("an ingest worker panicked".into())));
+        }
     }
     if outcome.is_ok() && !batch.is_empty() {
         let _ = batch_tx.send((seq, batch));
@@ -558,6 +571,10 @@ fn write_rejects(ds: &Dataset, rt: &Handle, opts: &IngestOptions, run_id: &str, 
     }
     match &opts.rejects {
         Some(path) => {
+            // Partitions running at once would overwrite one shared file: each gets its own.
+            let (part, parts) = opts.partition;
+            let path = if parts > 1 { path.with_extension(format!("p{part}of{parts}.jsonl")) } else { path.clone() };
+            let path = &path;
             std::fs::write(path, &body)
                 .map_err(|e| IngestError::Rejects { path: path.display().to_string(), message: e.to_string() })?;
             Ok(path.display().to_string())

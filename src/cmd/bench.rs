@@ -99,8 +99,9 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         print_json(&result)?;
     } else {
         println!(
-            "ingest bench: {images} JPEGs of {size} px ({:.1} MiB), {workers} thread(s), {rounds} round(s), store {store_url}",
-            total_bytes as f64 / 1048576.0
+            "ingest bench: {images} JPEGs of {size} px ({:.1} MiB), {workers} thread(s), {rounds} round(s), store {}",
+            total_bytes as f64 / 1048576.0,
+            ecamp_store::redact::url(&store_url)
         );
         let show = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
         println!("  plain copy   : {copy_rate:>8.1} images/s (median of {})", show(&copy_rates));

@@ -100,13 +100,14 @@ fn is_not_a_table(err: &DeltaTableError) -> bool {
 fn is_retryable(err: &DeltaTableError) -> bool {
     match err {
         DeltaTableError::VersionAlreadyExists(_) => true,
-        DeltaTableError::Transaction { source } => matches!(
-            source,
-            TransactionError::MaxCommitAttempts(_)
-                | TransactionError::VersionAlreadyExists(_)
-                | TransactionError::CommitConflict(_)
-                | TransactionError::ObjectStore { .. }
-        ),
+        DeltaTableError::Transaction { source } => {
+            matches!(
+                source,
+                TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::CommitConflict(_)
+            ) || matches!(source, TransactionError::ObjectStore { source } if crate::error::is_transient(source))
+        }
         DeltaTableError::ObjectStore { source } => crate::error::is_transient(source),
         _ => false,
     }
@@ -352,8 +353,9 @@ impl TableLog for DeltaLog {
             Err(StoreError::Delta { message, .. }) if message == "no Delta table here" => {
                 match self.create().await {
                     Ok(t) => t,
-                    // Another writer won the race to version 0: use its table.
-                    Err(_) => self.load(None).await?,
+                    // Another writer may have won the race to version 0: use its table, or
+                    // report why creating failed if there is none.
+                    Err(create) => self.load(None).await.map_err(|_| self.delta_err(create))?,
                 }
             }
             Err(e) => return Err(e),

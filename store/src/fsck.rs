@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
 use crate::dataset::Dataset;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::log::TableLog;
 use crate::schema::TableKind;
 use crate::shard::DataFile;
@@ -88,15 +88,23 @@ impl Dataset {
                 to_check.insert(format!("{}/{}", kind.name(), f.path), f);
             }
         }
+        // Live files are referenced even when the commits that added them were cleaned from the log.
+        referenced.extend(to_check.keys().cloned());
+        // An unreadable manifest means we cannot know what it pins: then nothing is deleted.
+        let mut references_known = true;
         for id in self.pinned_ids().await? {
-            match self.open_snapshot(&id, Verify::Sizes).await {
+            match self.read_manifest(&id).await {
                 Ok(snap) => {
                     for (rel, f) in snap.files() {
                         referenced.insert(rel.clone());
                         to_check.entry(rel).or_insert_with(|| f.clone());
                     }
                 }
-                Err(e) => report.problems.push(format!("snapshot {id}: {e}")),
+                Err(e @ (StoreError::Integrity { .. } | StoreError::Malformed { .. })) => {
+                    references_known = false;
+                    report.problems.push(format!("snapshot {id}: {e}"));
+                }
+                Err(e) => return Err(e),
             }
         }
         for (rel, f) in &to_check {
@@ -105,8 +113,13 @@ impl Dataset {
             }
         }
         report.checked = to_check.len();
-        let problems = self.check_files(to_check.into_iter().collect(), opts.verify).await;
-        report.problems.extend(problems.iter().map(|e| e.to_string()));
+        for e in self.check_files(to_check.into_iter().collect(), opts.verify).await {
+            match e {
+                StoreError::Integrity { .. } => report.problems.push(e.to_string()),
+                // Not damage: the check itself could not run (network, credentials).
+                other => return Err(other),
+            }
+        }
         report.problems.sort();
 
         let now = chrono::Utc::now();
@@ -133,7 +146,9 @@ impl Dataset {
                 }
             }
         }
-        if opts.delete_orphans {
+        if opts.delete_orphans && !references_known {
+            report.problems.push("orphans not deleted: a pinned snapshot manifest is unreadable".into());
+        } else if opts.delete_orphans {
             for o in &report.orphans {
                 // Never delete anything a commit or a pin references, whatever the listing says.
                 if referenced.contains(&o.path) || o.path.starts_with(SNAPSHOT_DIR) {

@@ -63,6 +63,12 @@ fn absolute_path(raw: &str) -> std::io::Result<PathBuf> {
     Ok(out)
 }
 
+/// The store path of a URL's (percent-encoded) path, decoded the way delta-rs decodes it, so
+/// data files and the Delta log land under the same prefix.
+fn url_path(raw: &str, url: &Url) -> Result<Path> {
+    Path::from_url_path(url.path()).map_err(|e| invalid(raw, e.to_string()))
+}
+
 fn invalid(raw: &str, reason: impl Into<String>) -> StoreError {
     StoreError::InvalidUrl { url: redact::url(raw), reason: reason.into() }
 }
@@ -115,7 +121,7 @@ impl Location {
                 let name = url.host_str().unwrap_or("").to_string();
                 let mut stores = memory_stores().lock().map_err(|_| invalid(raw, "memory store registry poisoned"))?;
                 let store = stores.entry(name).or_insert_with(|| Arc::new(InMemory::new())).clone();
-                (Backend::Memory, store as Arc<dyn ObjectStore>, Path::from(url.path()))
+                (Backend::Memory, store as Arc<dyn ObjectStore>, url_path(raw, &url)?)
             }
             "s3" | "s3a" => {
                 let store = AmazonS3Builder::from_env()
@@ -123,7 +129,7 @@ impl Location {
                     .with_retry(retry_config())
                     .build()
                     .map_err(config)?;
-                (Backend::S3, Arc::new(store), Path::from(url.path()))
+                (Backend::S3, Arc::new(store), url_path(raw, &url)?)
             }
             "gs" => {
                 let store = GoogleCloudStorageBuilder::from_env()
@@ -131,7 +137,7 @@ impl Location {
                     .with_retry(retry_config())
                     .build()
                     .map_err(config)?;
-                (Backend::Gcs, Arc::new(store), Path::from(url.path()))
+                (Backend::Gcs, Arc::new(store), url_path(raw, &url)?)
             }
             "az" | "azure" | "abfs" | "abfss" => {
                 let store = MicrosoftAzureBuilder::from_env()
@@ -139,7 +145,7 @@ impl Location {
                     .with_retry(retry_config())
                     .build()
                     .map_err(config)?;
-                (Backend::Azure, Arc::new(store), Path::from(url.path()))
+                (Backend::Azure, Arc::new(store), url_path(raw, &url)?)
             }
             other => {
                 return Err(StoreError::UnknownScheme { scheme: other.to_string(), url: shown });
@@ -213,6 +219,12 @@ mod tests {
         assert_eq!(loc.backend(), Backend::File);
         assert_eq!(loc.url().as_str(), "file:///tmp/ds/");
         assert_eq!(loc.path("samples/a.parquet").as_ref(), "tmp/ds/samples/a.parquet");
+    }
+
+    #[test]
+    fn percent_encoded_paths_decode_like_delta_rs() {
+        let loc = Location::parse("memory://enc/chest%20xray/ds").expect("parse");
+        assert_eq!(loc.path("samples/a").as_ref(), "chest xray/ds/samples/a");
     }
 
     #[test]

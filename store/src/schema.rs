@@ -23,7 +23,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum TableKind {
     /// Images and reports: heavy, append-only.
     Samples,
-    /// Distilled context, entities and SR windows: light, re-derivable.
+    /// Distilled context, entities and SR windows: light, re-derivable. Re-deriving appends new
+    /// rows; a sample may then have several, and readers take the one with the newest `created_at`.
     Annotations,
     /// Ground truth for evaluation (findings, boxes, masks) as JSON per sample: never derived
     /// from the reports, so it survives re-distillation.

@@ -141,10 +141,24 @@ pub(crate) async fn put_new(
         store.put_opts(path, PutPayload::from(bytes), opts).await.map(|_| ())
     } else {
         // Names are fresh UUIDs, so a multipart upload cannot clobber another file.
-        let upload = store.put_multipart(path).await?;
-        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
-        w.write(&bytes);
-        w.finish().await.map(|_| ())
+        const PART: usize = 16 << 20;
+        let mut upload = store.put_multipart(path).await?;
+        let mut result = Ok(());
+        for start in (0..bytes.len()).step_by(PART) {
+            let part = bytes.slice(start..(start + PART).min(bytes.len()));
+            if let Err(e) = upload.put_part(PutPayload::from(part)).await {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = upload.complete().await.map(|_| ());
+        }
+        if result.is_err() {
+            // Parts of a failed upload are billed until aborted and invisible to fsck.
+            let _ = upload.abort().await;
+        }
+        result
     }
 }
 

@@ -265,6 +265,13 @@ impl Dataset {
     /// Opens a pinned snapshot by id, checking the manifest against its id and every file
     /// against the manifest. Never lists the store.
     pub async fn open_snapshot(&self, id: &str, verify: Verify) -> Result<Snapshot> {
+        let snap = self.read_manifest(id).await?;
+        self.verify_files(&snap, verify).await?;
+        Ok(snap)
+    }
+
+    /// Reads a pinned manifest and checks it against its id, without touching the data files.
+    pub async fn read_manifest(&self, id: &str) -> Result<Snapshot> {
         let rel = format!("{SNAPSHOT_DIR}/{id}.json");
         let bytes = self
             .get_json(&rel)
@@ -282,7 +289,6 @@ impl Dataset {
                 reason: format!("manifest content hashes to {recomputed}, not {id}"),
             });
         }
-        self.verify_files(&snap, verify).await?;
         Ok(snap)
     }
 

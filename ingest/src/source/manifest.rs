@@ -37,7 +37,12 @@ fn csv_rows(text: &[u8], shown: &str) -> Vec<Result<Row, Reject>> {
         .byte_records()
         .enumerate()
         .map(|(i, rec)| {
-            let line = rec.as_ref().ok().and_then(|r| r.position()).map_or(i + 2, |p| p.line() as usize);
+            // The reader knows where a record starts, also for errors and multi-line quoted fields.
+            let pos = match &rec {
+                Ok(r) => r.position().cloned(),
+                Err(e) => e.position().cloned(),
+            };
+            let line = pos.map_or(i + 2, |p| p.line() as usize);
             let rec = rec.map_err(|e| Reject::new(KIND, format!("{shown}:{line}"), "malformed-row", e.to_string()))?;
             let mut fields = HashMap::new();
             for (h, v) in headers.iter().zip(rec.iter()) {
@@ -102,6 +107,7 @@ fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> R
         ImageInput::File(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
     };
     Ok(Item {
+        source: KIND,
         key: image.clone(),
         sample_id,
         subject_id: get("subject_id"),

@@ -54,10 +54,11 @@ pub fn findings_and_impression(text: &str) -> Option<String> {
             .match_indices('\n')
             .map(|(i, _)| i + 1)
             .find(|&i| {
-                let line = rest[i..].trim_start();
-                let head: String = line.chars().take_while(|c| *c != ':' && *c != '\n').collect();
+                let line = rest[i..].trim_start_matches([' ', '\t']);
+                let line = line.split('\n').next().unwrap_or("");
+                let head: String = line.chars().take_while(|c| *c != ':').collect();
                 line.contains(':')
-                    && !head.is_empty()
+                    && !head.trim().is_empty()
                     && head.len() < 40
                     && head.chars().all(|c| c.is_ascii_uppercase() || c == ' ')
             })
@@ -128,6 +129,7 @@ pub fn list(root: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject
             }
         };
         out.push(Ok(Item {
+            source: KIND,
             key: format!("{subject}/{study}/{dicom_id}"),
             sample_id,
             subject_id: Some(subject.trim_start_matches('p').to_string()),
@@ -171,5 +173,10 @@ mod tests {
             Some("IMPRESSION: No acute process.")
         );
         assert_eq!(findings_and_impression("INDICATION: cough"), None);
+        // An all-caps line without a colon is text, not a header.
+        assert_eq!(
+            findings_and_impression("FINDINGS:\n PA AND LATERAL\n Lungs clear.\n IMPRESSION: Normal.").as_deref(),
+            Some("FINDINGS: PA AND LATERAL Lungs clear. IMPRESSION: Normal.")
+        );
     }
 }

@@ -10,7 +10,6 @@ pub mod phantom_source;
 use std::path::{Path, PathBuf};
 
 use crate::error::IngestError;
-use crate::image::Gray;
 
 /// Where an item's image is, before it is read.
 #[derive(Debug, Clone)]
@@ -30,8 +29,6 @@ pub enum ImageInput {
         /// Rendered size.
         size: u32,
     },
-    /// Pixels already in memory.
-    Raster(Gray),
 }
 
 /// The report of an item.
@@ -49,6 +46,8 @@ pub enum ReportInput {
 /// One sample to ingest.
 #[derive(Debug, Clone)]
 pub struct Item {
+    /// Source kind (`phantom`, `mimic-cxr`, `dicom`, `manifest`, `iu-xray`).
+    pub source: &'static str,
     /// Stable key of the item in its source's listing (path or row), used for partitioning.
     pub key: String,
     /// Stable unique sample id.
@@ -228,6 +227,7 @@ fn dicom_list(dir: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Rejec
         .map(|f| {
             let rel = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
             Ok(Item {
+                source: "dicom",
                 key: rel.clone(),
                 // Replaced by the SOPInstanceUID once the header is read.
                 sample_id: format!("dicom-{rel}"),
@@ -289,6 +289,7 @@ fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
                 )
                 .with_sample(&sample_id)),
                 (Ok(t), Some(path)) => Ok(Item {
+                    source: "iu-xray",
                     key: id.clone(),
                     sample_id,
                     subject_id: Some(report.uid.clone()),

@@ -8,6 +8,7 @@ pub fn list(count: u64, seed: u64, size: u32) -> Vec<Result<Item, Reject>> {
         .map(|index| {
             let id = sample_id(seed, index);
             Ok(Item {
+                source: "phantom",
                 key: id.clone(),
                 sample_id: id.clone(),
                 subject_id: None,
