@@ -28,7 +28,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create an empty dataset (marker, samples and annotations tables) at a URL.
+    /// Create an empty dataset (marker; samples, annotations and labels tables) at a URL.
     Init(init::Args),
     /// List, show, pin and compare snapshots (a pinned version of each table).
     #[command(subcommand)]
