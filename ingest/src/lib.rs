@@ -9,6 +9,8 @@ pub mod image;
 pub mod phantom;
 pub mod pipeline;
 pub mod source;
+#[cfg(test)]
+mod testdata;
 pub mod vocab;
 
 pub use error::{IngestError, Result};

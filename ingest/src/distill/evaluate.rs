@@ -170,7 +170,6 @@ impl Evaluation {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::source::iu_xray::parse_iu_report;
@@ -210,22 +209,12 @@ mod tests {
         assert!((ev.mean_f1 - f.f1).abs() < 1e-12);
     }
 
-    fn wheel_dir() -> PathBuf {
-        std::env::var_os("ECAMP_TEST_WHEELS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/wheels"))
-    }
-
     /// Reads the IU X-ray reports (CC BY-NC-ND) from the torchxrayvision wheel at test time only.
-    fn load_iu_reports(wheel: &Path) -> Vec<(String, Vec<String>)> {
-        let file = std::fs::File::open(wheel).expect("open wheel");
-        let mut zip = zip::ZipArchive::new(file).expect("wheel is a zip");
-        let mut tgz = Vec::new();
-        {
-            use std::io::Read;
-            let mut entry = zip.by_name("torchxrayvision/data/NLMCXR_reports.tgz").expect("reports tgz in wheel");
-            entry.read_to_end(&mut tgz).expect("read tgz");
-        }
+    fn load_iu_reports() -> Option<Vec<(String, Vec<String>)>> {
+        let tgz = crate::testdata::wheel_member(
+            "torchxrayvision-1.5.7-py3-none-any.whl",
+            "torchxrayvision/data/NLMCXR_reports.tgz",
+        )?;
         let dir = tempfile::tempdir().expect("tempdir");
         tar::Archive::new(flate2::read::GzDecoder::new(tgz.as_slice())).unpack(dir.path()).expect("unpack tgz");
         let mut paths = Vec::new();
@@ -241,31 +230,21 @@ mod tests {
             }
         }
         paths.sort();
-        paths
-            .iter()
-            .map(|p| {
-                let xml = std::fs::read_to_string(p).expect("read xml");
-                let r = parse_iu_report(&xml).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                (r.report_text().unwrap_or_default(), r.mesh_major)
-            })
-            .collect()
+        Some(
+            paths
+                .iter()
+                .map(|p| {
+                    let xml = std::fs::read_to_string(p).expect("read xml");
+                    let r = parse_iu_report(&xml).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                    (r.report_text().unwrap_or_default(), r.mesh_major)
+                })
+                .collect(),
+        )
     }
 
     #[test]
     fn real_iu_xray_reports_reach_target_f1() {
-        let wheel = wheel_dir().join("torchxrayvision-1.5.7-py3-none-any.whl");
-        if !wheel.is_file() {
-            let msg = format!(
-                "IU X-ray evaluation needs {} (set ECAMP_TEST_WHEELS to the folder holding it)",
-                wheel.display()
-            );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{msg}");
-            }
-            eprintln!("note: skipping: {msg}");
-            return;
-        }
-        let reports = load_iu_reports(&wheel);
+        let Some(reports) = load_iu_reports() else { return };
         assert_eq!(reports.len(), 3955, "unexpected IU X-ray report count");
         let ev = evaluate(&RulesDistiller::new(), reports.iter().map(|(t, m)| (t.as_str(), m.as_slice())));
         println!("{}", ev.table());

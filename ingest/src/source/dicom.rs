@@ -507,29 +507,9 @@ mod tests {
     const UNCR: &str = "data_store/data/RG1_UNCR.dcm";
     const J2KR: &str = "data_store/data/RG1_J2KR.dcm";
 
-    /// The test-data wheel, or None (after a note) when absent outside CI.
-    fn wheel() -> Option<PathBuf> {
-        let dir = std::env::var_os("ECAMP_TEST_WHEELS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/wheels"));
-        let wheel = dir.join(WHEEL);
-        if wheel.is_file() {
-            return Some(wheel);
-        }
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("test data {} is missing (set ECAMP_TEST_WHEELS to the folder holding {WHEEL})", wheel.display());
-        }
-        eprintln!("note: {} not found; skipping test (set ECAMP_TEST_WHEELS)", wheel.display());
-        None
-    }
-
-    fn member(wheel: &Path, name: &str) -> Vec<u8> {
-        let file = std::fs::File::open(wheel).expect("open wheel");
-        let mut archive = zip::ZipArchive::new(file).expect("read wheel as zip");
-        let mut entry = archive.by_name(name).expect("member in wheel");
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).expect("read member");
-        bytes
+    /// A file of the pydicom-data wheel, or None (after a note) when absent outside CI.
+    fn member(name: &str) -> Option<Vec<u8>> {
+        crate::testdata::wheel_member(WHEEL, name)
     }
 
     fn mean(img: &DicomImage, x0: f64, x1: f64, y0: f64, y1: f64) -> f64 {
@@ -557,12 +537,12 @@ mod tests {
 
     #[test]
     fn rg1_uncompressed_and_jpeg2000_decode_identically_to_a_chest_film() {
-        let Some(wheel) = wheel() else { return };
+        let (Some(uncr), Some(j2kr)) = (member(UNCR), member(J2KR)) else { return };
         let t = Instant::now();
-        let unc = decode_dicom_bytes("RG1_UNCR.dcm", &member(&wheel, UNCR)).expect("decode RG1_UNCR");
+        let unc = decode_dicom_bytes("RG1_UNCR.dcm", &uncr).expect("decode RG1_UNCR");
         let t_unc = t.elapsed();
         let t = Instant::now();
-        let j2k = decode_dicom_bytes("RG1_J2KR.dcm", &member(&wheel, J2KR)).expect("decode RG1_J2KR");
+        let j2k = decode_dicom_bytes("RG1_J2KR.dcm", &j2kr).expect("decode RG1_J2KR");
         let t_j2k = t.elapsed();
         println!(
             "RG1: {}x{} photometric={} view={:?} study={:?} sop={:?}; decode uncompressed {t_unc:?}, jpeg2000 {t_j2k:?}",
@@ -586,8 +566,8 @@ mod tests {
 
     #[test]
     fn monochrome1_is_inverted_relative_to_monochrome2() {
-        let Some(wheel) = wheel() else { return };
-        let original = member(&wheel, UNCR);
+        let Some(uncr) = member(UNCR) else { return };
+        let original = uncr.clone();
         let mono1 = decode_dicom_bytes("RG1_UNCR.dcm", &original).expect("decode MONOCHROME1");
         assert_eq!(mono1.photometric, "MONOCHROME1");
         let mono2 = decode_dicom_bytes("RG1_UNCR-m2.dcm", &with_photometric(&original, "MONOCHROME2")).expect("decode");
@@ -613,9 +593,8 @@ mod tests {
         let err = decode_dicom_file(missing).expect_err("missing file");
         assert!(err.to_string().contains("/nonexistent/ecamp/none.dcm"), "{err}");
 
-        let Some(wheel) = wheel() else { return };
-        for member_name in [UNCR, J2KR] {
-            let bytes = member(&wheel, member_name);
+        let (Some(uncr), Some(j2kr)) = (member(UNCR), member(J2KR)) else { return };
+        for (member_name, bytes) in [(UNCR, uncr), (J2KR, j2kr)] {
             for cut in [140, 400, 1200, bytes.len() / 2, bytes.len() - 200] {
                 let name = format!("{member_name}[..{cut}]");
                 let err = check(&name, &bytes[..cut]);
@@ -744,8 +723,8 @@ mod tests {
         let err = decode_dicom_bytes("j2k-bomb", &encode_with(obj, "1.2.840.10008.1.2.4.90")).expect_err("bomb");
         assert!(matches!(err, DicomError::TooLarge { width: 50_000, height: 40_000, .. }), "{err}");
 
-        let Some(wheel) = wheel() else { return };
-        let bytes = member(&wheel, J2KR);
+        let Some(j2kr) = member(J2KR) else { return };
+        let bytes = j2kr.clone();
         let obj =
             OpenFileOptions::new().read_preamble(ReadPreamble::Never).from_reader(&bytes[MAGIC_OFFSET..]).unwrap();
         let fragments = obj.get(tags::PIXEL_DATA).and_then(|e| e.fragments()).expect("encapsulated");
@@ -762,9 +741,9 @@ mod tests {
         std::fs::write(dir.path().join("z.DCM"), b"named like DICOM").expect("write");
         std::fs::write(dir.path().join("notes.txt"), b"hello").expect("write");
         let mut real = vec![nested.join("no_extension"), dir.path().join("z.DCM")];
-        if let Some(wheel) = wheel() {
-            std::fs::write(dir.path().join("a").join("RG1_J2KR.dcm"), member(&wheel, J2KR)).expect("write");
-            std::fs::write(dir.path().join("a").join("RG1_UNCR.dcm"), member(&wheel, UNCR)).expect("write");
+        if let (Some(uncr), Some(j2kr)) = (member(UNCR), member(J2KR)) {
+            std::fs::write(dir.path().join("a").join("RG1_J2KR.dcm"), j2kr.clone()).expect("write");
+            std::fs::write(dir.path().join("a").join("RG1_UNCR.dcm"), uncr.clone()).expect("write");
             real.extend([dir.path().join("a").join("RG1_J2KR.dcm"), dir.path().join("a").join("RG1_UNCR.dcm")]);
         }
         real.sort();
