@@ -77,11 +77,8 @@ impl Dataset {
     }
 
     async fn read_marker(&self) -> Result<()> {
-        let path = self.loc.path(MARKER);
-        let bytes = match self.loc.store().get(&path).await {
-            Ok(r) => r.bytes().await.map_err(|e| self.loc.storage_error(MARKER, &e))?,
-            Err(object_store::Error::NotFound { .. }) => return Err(self.diagnose_missing().await),
-            Err(e) => return Err(self.loc.storage_error(MARKER, &e)),
+        let Some(bytes) = self.get_json(MARKER).await? else {
+            return Err(self.diagnose_missing().await);
         };
         let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| StoreError::Malformed {
             what: "dataset marker",
