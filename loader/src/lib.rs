@@ -1,12 +1,30 @@
 //! ecamp-loader: turns a dataset snapshot into ordered, prefetched, decoded, masked training
-//! batches. Today it holds the epoch order (`order`: a pure function of snapshot, seed and epoch,
-//! sliced per rank, resumable on another world size), the per-sample CPU work (`sample`: hash
-//! check, JPEG decode into a reused canvas, RandomResizedCrop box and flip bit as torchvision
-//! draws them) and the text preparation of the official
-//! ECAMP code (`text`, spec §2.3–§2.8): LLM-context insertion, WordPiece encoding,
-//! entity/descriptor masking and loss weights.
+//! batches.
+//!
+//! - [`order`]: the epoch order, a pure function of (snapshot, seed, epoch), sliced per rank and
+//!   resumable on another world size;
+//! - [`sample`]: per-sample CPU work (hash check, strict JPEG decode, torchvision's
+//!   RandomResizedCrop box and flip bit);
+//! - [`text`]: the official ECAMP text preparation (spec §2.3–§2.8);
+//! - [`Loader`] / [`Epoch`]: the pipeline that streams batches from the store with a byte budget,
+//!   lock-free queues and pooled buffers, and its [`Telemetry`].
 #![warn(missing_docs)]
 
+mod batch;
+mod config;
+mod error;
+mod loader;
 pub mod order;
+mod plan;
 pub mod sample;
+mod schedule;
+mod stages;
+mod telemetry;
 pub mod text;
+
+pub use batch::{Batch, Skipped};
+pub use config::{BadSamplePolicy, LoaderConfig};
+pub use error::LoaderError;
+pub use loader::{Epoch, Loader};
+pub use order::Cursor;
+pub use telemetry::Telemetry;

@@ -145,7 +145,7 @@ pub fn rank_batches<'a>(
     if batch_size == 0 || world == 0 || rank >= world {
         return Err(OrderError::Invalid(format!("batch size {batch_size}, rank {rank} of world {world}")));
     }
-    if cursor.samples % batch_size as u64 != 0 {
+    if !cursor.samples.is_multiple_of(batch_size as u64) {
         return Err(OrderError::Misaligned { samples: cursor.samples, batch_size });
     }
     let start = (cursor.samples as usize).min(order.len());

@@ -78,6 +78,26 @@ pub fn verify_sha256(bytes: &[u8], expected: &str) -> Result<(), SampleError> {
     }
 }
 
+/// Decodes a JPEG to tight grayscale rows in `out` (its allocation reused), refusing
+/// images larger than `max_width × max_height` before decoding them; returns (width, height).
+pub fn decode_gray(
+    jpeg: &[u8],
+    max_width: usize,
+    max_height: usize,
+    out: &mut Vec<u8>,
+) -> Result<(usize, usize), SampleError> {
+    let opts = DecoderOptions::new_safe().set_strict_mode(true).jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), opts);
+    dec.decode_headers().map_err(|e| SampleError::Decode(e.to_string()))?;
+    let (w, h) = dec.dimensions().ok_or_else(|| SampleError::Decode("no frame header".into()))?;
+    if w > max_width || h > max_height {
+        return Err(SampleError::TooLarge { width: w, height: h, canvas_width: max_width, canvas_height: max_height });
+    }
+    out.resize(w * h, 0);
+    dec.decode_into(out).map_err(|e| SampleError::Decode(e.to_string()))?;
+    Ok((w, h))
+}
+
 /// Decodes a JPEG to grayscale into the top-left of a `canvas_width`-wide canvas (row stride =
 /// canvas width), reusing the caller's buffers; returns the image's (width, height).
 pub fn decode_into(
@@ -86,16 +106,8 @@ pub fn decode_into(
     canvas_width: usize,
     scratch: &mut Vec<u8>,
 ) -> Result<(usize, usize), SampleError> {
-    let opts = DecoderOptions::new_safe().set_strict_mode(true).jpeg_set_out_colorspace(ColorSpace::Luma);
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), opts);
-    dec.decode_headers().map_err(|e| SampleError::Decode(e.to_string()))?;
-    let (w, h) = dec.dimensions().ok_or_else(|| SampleError::Decode("no frame header".into()))?;
     let canvas_height = canvas.len() / canvas_width.max(1);
-    if w > canvas_width || h > canvas_height {
-        return Err(SampleError::TooLarge { width: w, height: h, canvas_width, canvas_height });
-    }
-    scratch.resize(w * h, 0);
-    dec.decode_into(scratch).map_err(|e| SampleError::Decode(e.to_string()))?;
+    let (w, h) = decode_gray(jpeg, canvas_width, canvas_height, scratch)?;
     for (row, src) in scratch.chunks_exact(w).enumerate() {
         canvas[row * canvas_width..row * canvas_width + w].copy_from_slice(src);
     }

@@ -26,6 +26,9 @@ pub use error::{Result, StoreError};
 pub use fsck::{FsckOptions, FsckReport};
 pub use location::{Backend, Location};
 pub use log::{AppTxn, AppendOutcome, CommitRecord, TableLog};
+/// Parquet metadata of one data file, loaded once by readers and reused for every row-group read.
+pub use parquet::arrow::arrow_reader::ArrowReaderMetadata as FileMetadata;
+pub use reader::{RowGroupSize, row_group_sizes};
 pub use schema::{AnnotationRow, Entity, LabelRow, Producer, SCHEMA_VERSION, SampleRow, TableKind};
 pub use shard::{DataFile, ShardOptions};
 pub use snapshot::{Snapshot, SnapshotRef, TablePin, TableVersions, Verify};

@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
@@ -11,10 +12,12 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::dataset::Dataset;
 use crate::error::{Result, StoreError};
@@ -89,33 +92,121 @@ impl Dataset {
         ShardReader::new(loc.store().clone(), loc.path(&format!("{}/{}", kind.name(), file.path)), Some(file.size))
     }
 
-    /// Reads only `columns` (top-level names) of a data file, fetching just their byte ranges.
-    pub async fn read_columns(
+    /// Parquet metadata of a data file (with its page index, so row selections skip whole pages),
+    /// loaded once by a reader and reused for every row-group read of that file.
+    pub async fn file_metadata(&self, kind: TableKind, file: &DataFile) -> Result<ArrowReaderMetadata> {
+        let rel = format!("{}/{}", kind.name(), file.path);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        ArrowReaderMetadata::load_async(&mut self.shard_reader(kind, file), options)
+            .await
+            .map_err(|e| self.parquet_error(&rel, e))
+    }
+
+    /// Reads `rows` (ascending, within the row group) of one row group, only `columns`, fetching
+    /// just the pages that hold them.
+    pub async fn read_rows(
         &self,
         kind: TableKind,
         file: &DataFile,
+        meta: &ArrowReaderMetadata,
+        row_group: usize,
+        rows: &[u32],
         columns: &[&str],
-    ) -> Result<Vec<arrow_array::RecordBatch>> {
+    ) -> Result<Vec<RecordBatch>> {
         let rel = format!("{}/{}", kind.name(), file.path);
-        let perr = |e: ParquetError| match e {
-            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
-                Ok(os) => self.location().storage_error(&rel, &os),
-                Err(other) => StoreError::Parquet { path: rel.clone(), message: other.to_string() },
-            },
-            other => StoreError::Parquet { path: rel.clone(), message: other.to_string() },
+        let total = match meta.metadata().row_groups().get(row_group) {
+            Some(rg) => rg.num_rows() as usize,
+            None => {
+                return Err(StoreError::Parquet { path: rel, message: format!("no row group {row_group}") });
+            }
         };
-        let builder = ParquetRecordBatchStreamBuilder::new(self.shard_reader(kind, file)).await.map_err(perr)?;
-        let schema = builder.parquet_schema();
+        if let Some(bad) = rows.iter().find(|r| **r as usize >= total) {
+            return Err(StoreError::Parquet { path: rel, message: format!("row {bad} beyond row group {row_group}") });
+        }
+        let ranges = rows.iter().map(|r| *r as usize..*r as usize + 1);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.shard_reader(kind, file), meta.clone());
+        let mask = self.projection(&rel, builder.parquet_schema(), builder.schema(), columns)?;
+        builder
+            .with_projection(mask)
+            .with_row_groups(vec![row_group])
+            .with_row_selection(RowSelection::from_consecutive_ranges(ranges, total))
+            .with_batch_size(rows.len().max(1))
+            .build()
+            .map_err(|e| self.parquet_error(&rel, e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.parquet_error(&rel, e))
+    }
+
+    /// Reads only `columns` (top-level names) of a data file, fetching just their byte ranges.
+    pub async fn read_columns(&self, kind: TableKind, file: &DataFile, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+        let rel = format!("{}/{}", kind.name(), file.path);
+        let builder = ParquetRecordBatchStreamBuilder::new(self.shard_reader(kind, file))
+            .await
+            .map_err(|e| self.parquet_error(&rel, e))?;
+        let mask = self.projection(&rel, builder.parquet_schema(), builder.schema(), columns)?;
+        builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| self.parquet_error(&rel, e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.parquet_error(&rel, e))
+    }
+
+    /// The projection of `columns` (top-level names), or an error naming the missing one.
+    fn projection(
+        &self,
+        rel: &str,
+        parquet: &SchemaDescriptor,
+        arrow: &arrow_schema::SchemaRef,
+        columns: &[&str],
+    ) -> Result<ProjectionMask> {
         let roots: Vec<usize> = columns
             .iter()
             .map(|c| {
-                builder
-                    .schema()
+                arrow
                     .index_of(c)
-                    .map_err(|_| StoreError::Parquet { path: rel.clone(), message: format!("no column '{c}'") })
+                    .map_err(|_| StoreError::Parquet { path: rel.to_string(), message: format!("no column '{c}'") })
             })
             .collect::<Result<_>>()?;
-        let mask = ProjectionMask::roots(schema, roots);
-        builder.with_projection(mask).build().map_err(perr)?.try_collect().await.map_err(perr)
+        Ok(ProjectionMask::roots(parquet, roots))
     }
+
+    /// A parquet failure as a store error: storage errors keep their retry class and the path.
+    fn parquet_error(&self, rel: &str, e: ParquetError) -> StoreError {
+        match e {
+            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+                Ok(os) => self.location().storage_error(rel, &os),
+                Err(other) => StoreError::Parquet { path: rel.to_string(), message: other.to_string() },
+            },
+            other => StoreError::Parquet { path: rel.to_string(), message: other.to_string() },
+        }
+    }
+}
+
+/// Rows and stored bytes of one row group, counting only the columns a reader projects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroupSize {
+    /// Rows in the row group.
+    pub rows: u64,
+    /// Compressed bytes of the projected column chunks (what a read of all its rows fetches).
+    pub bytes: u64,
+}
+
+/// The size of every row group of a file, counting only the top-level `columns`.
+pub fn row_group_sizes(meta: &ArrowReaderMetadata, columns: &[&str]) -> Vec<RowGroupSize> {
+    meta.metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| RowGroupSize {
+            rows: rg.num_rows().max(0) as u64,
+            bytes: rg
+                .columns()
+                .iter()
+                .filter(|c| c.column_path().parts().first().is_some_and(|root| columns.contains(&root.as_str())))
+                .map(|c| c.compressed_size().max(0) as u64)
+                .sum(),
+        })
+        .collect()
 }

@@ -1,0 +1,91 @@
+//! What a loader is asked to do: the run's order, its share of it, and its resource limits.
+
+use crate::sample::AugmentConfig;
+
+/// What to do with a sample whose bytes fail their hash or do not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadSamplePolicy {
+    /// Leave it out of its batch, count it and log its id (the batch is one sample shorter).
+    #[default]
+    Skip,
+    /// Stop the epoch with an error naming the sample and its file.
+    Fail,
+}
+
+/// Loader settings; `Default` is a single-rank run with ECAMP's augmentation ranges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    /// Run seed: with the snapshot id and the epoch it fixes the order and every random draw.
+    pub seed: u64,
+    /// Samples per global batch, all ranks together.
+    pub batch_size: usize,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world: usize,
+    /// Threads doing the per-sample CPU work (hash, decode, crop draw, text).
+    pub workers: usize,
+    /// Bytes of fetched row groups held at once (the prefetch budget).
+    pub prefetch_bytes: u64,
+    /// Row-group fetches in flight at once.
+    pub io_concurrency: usize,
+    /// Ready batches queued ahead of the consumer.
+    pub prefetch_batches: usize,
+    /// Samples held in the order's shuffle buffer (see `order`).
+    pub shuffle_buffer: usize,
+    /// What to do with a bad sample.
+    pub on_bad_sample: BadSamplePolicy,
+    /// Crop and flip ranges.
+    pub augment: AugmentConfig,
+    /// Pixel canvas (width, height) of a batch; `None` takes the largest image of the snapshot.
+    pub canvas: Option<(usize, usize)>,
+    /// Retries of a row-group fetch that failed with a transient store error.
+    pub io_retries: u32,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            seed: 0,
+            batch_size: 32,
+            rank: 0,
+            world: 1,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch_bytes: 256 << 20,
+            io_concurrency: 8,
+            prefetch_batches: 4,
+            shuffle_buffer: 1024,
+            on_bad_sample: BadSamplePolicy::Skip,
+            augment: AugmentConfig::default(),
+            canvas: None,
+            io_retries: 30,
+        }
+    }
+}
+
+impl LoaderConfig {
+    /// Checks the settings against each other; the message says which one is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.world == 0 || self.rank >= self.world {
+            return Err(format!("rank {} is outside a world of {}", self.rank, self.world));
+        }
+        if self.batch_size < self.world {
+            return Err(format!(
+                "global batch size {} is smaller than the world size {}: some ranks would get empty batches",
+                self.batch_size, self.world
+            ));
+        }
+        if self.workers == 0 || self.io_concurrency == 0 || self.prefetch_batches == 0 {
+            return Err("workers, io concurrency and prefetch batches must each be at least 1".into());
+        }
+        if self.prefetch_bytes == 0 {
+            return Err("the prefetch budget must be at least one byte".into());
+        }
+        if let Some((w, h)) = self.canvas
+            && (w == 0 || h == 0)
+        {
+            return Err(format!("canvas {w}x{h} is empty"));
+        }
+        Ok(())
+    }
+}
