@@ -99,15 +99,17 @@ impl Loader {
         let cfg = &self.cfg;
         let order = OrderConfig { seed: cfg.seed, batch_size: cfg.batch_size, shuffle_buffer: cfg.shuffle_buffer };
         let schedule = Schedule::build(&self.plan, &self.snapshot.id, &order, cursor, cfg.rank, cfg.world)?;
-        if schedule.working_set > cfg.prefetch_bytes {
+        // The working set plus one fetch in flight (charged twice, see `stages::fetch`) must fit.
+        let need = schedule.working_set + schedule.fetches.iter().map(|f| f.bytes).max().unwrap_or(0);
+        if need > cfg.prefetch_bytes {
             tracing::warn!(
                 "the prefetch budget of {} bytes is below this order's working set of {} bytes; holding the working set \
                  (lower the shuffle buffer or raise the budget)",
                 cfg.prefetch_bytes,
-                schedule.working_set
+                need
             );
         }
-        let budget = cfg.prefetch_bytes.max(schedule.working_set);
+        let budget = cfg.prefetch_bytes.max(need);
         let budget_kib = u32::try_from(budget.div_ceil(1024)).unwrap_or(u32::MAX);
         let expected = schedule.spans.len();
         let ctx = Arc::new(Context {

@@ -42,7 +42,7 @@ pub(crate) struct Fetch {
     pub row_group: u32,
     /// Rows to read, ascending.
     pub rows: Vec<u32>,
-    /// Bytes charged against the budget while held (the group's projected size, pro rata).
+    /// Bytes charged against the budget while held (the group's projected size, pro rata, in whole KiB).
     pub bytes: u64,
     /// Last slot that uses it.
     pub last_use: usize,
@@ -107,7 +107,8 @@ impl Schedule {
             let unit_rows =
                 plan.metas[f.file as usize].metadata().row_group(f.row_group as usize).num_rows().max(1) as u64;
             let size = plan.unit_bytes[f.file as usize][f.row_group as usize];
-            f.bytes = (size * f.rows.len() as u64).div_ceil(unit_rows).max(1);
+            // Whole KiB: the budget semaphore counts KiB, and the working set must add up the same way.
+            f.bytes = (size * f.rows.len() as u64).div_ceil(unit_rows).div_ceil(1024).max(1) * 1024;
         }
         for (slot, (g, row)) in out.slots.iter_mut().zip(picks) {
             // Rows are unique within a group, so the search always finds it.

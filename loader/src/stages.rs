@@ -169,8 +169,10 @@ pub(crate) async fn fetch(
             return;
         }
         let can_start = next < fetches.len() && in_flight.len() < ctx.cfg.io_concurrency;
-        let kib =
-            fetches.get(next).map_or(1, |f: &Fetch| f.bytes.div_ceil(1024).clamp(1, u64::from(budget_kib)) as u32);
+        // While a row group is read, its fetched pages and its decoded columns coexist: charge
+        // twice its size until it is decoded, then give the fetch half back.
+        let held = fetches.get(next).map_or(1, |f: &Fetch| f.bytes.div_ceil(1024).max(1));
+        let charge = (2 * held).min(u64::from(budget_kib)) as u32;
         tokio::select! {
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
@@ -185,9 +187,9 @@ pub(crate) async fn fetch(
                     return;
                 }
             },
-            permit = budget.clone().acquire_many_owned(kib), if can_start => {
+            permit = budget.clone().acquire_many_owned(charge), if can_start => {
                 let Ok(permit) = permit else { return }; // closed: the epoch was dropped
-                in_flight.push_back(fetch_group(ctx.clone(), next, permit));
+                in_flight.push_back(fetch_group(ctx.clone(), next, permit, held as usize));
                 next += 1;
             }
             else => return,
@@ -195,7 +197,12 @@ pub(crate) async fn fetch(
     }
 }
 
-async fn fetch_group(ctx: Arc<Context>, index: usize, permit: OwnedSemaphorePermit) -> Result<Group, LoaderError> {
+async fn fetch_group(
+    ctx: Arc<Context>,
+    index: usize,
+    mut permit: OwnedSemaphorePermit,
+    held_kib: usize,
+) -> Result<Group, LoaderError> {
     let f = &ctx.schedule.fetches[index];
     let (fi, rg) = (f.file as usize, f.row_group as usize);
     let file = &ctx.plan.files[fi];
@@ -204,6 +211,9 @@ async fn fetch_group(ctx: Arc<Context>, index: usize, permit: OwnedSemaphorePerm
     loop {
         match ctx.dataset.read_rows(TableKind::Samples, file, &ctx.plan.metas[fi], rg, &f.rows, &SAMPLE_COLUMNS).await {
             Ok(batches) => {
+                if permit.num_permits() > held_kib {
+                    drop(permit.split(permit.num_permits() - held_kib));
+                }
                 Counters::add(&ctx.counters.bytes_fetched, f.bytes);
                 Counters::add(&ctx.counters.row_groups_fetched, 1);
                 return Group::new(&ctx.plan, f.file, batches, permit);

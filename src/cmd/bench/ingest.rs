@@ -1,4 +1,4 @@
-//! `ecamp bench`: benchmarks that report ratios against a peer measured in the same run.
+//! `ecamp bench ingest`: ingest throughput against a plain copy of the same bytes into the same store.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,41 +13,39 @@ use ecamp_ingest::{IngestOptions, SourceSpec, ingest};
 use ecamp_store::Location;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use super::print_json;
+use super::median;
+use crate::cmd::print_json;
 
-/// The benchmarks.
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Ingest throughput (manifest of ready 512 px grayscale JPEGs, passed through) against a
-    /// plain copy of the same bytes into the same store with the same number of threads.
-    Ingest {
-        /// Number of images.
-        #[arg(long, default_value_t = 1000)]
-        images: u64,
-        /// Image side in pixels.
-        #[arg(long, default_value_t = 512)]
-        size: u32,
-        /// Threads for both contenders.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Scratch folder for the source images (default: a temporary folder).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Store URL both contenders write to (default: file:// under the scratch folder).
-        #[arg(long)]
-        store: Option<String>,
-        /// Alternating rounds of copy and ingest; medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+/// Ingest throughput (manifest of ready 512 px grayscale JPEGs, passed through) against a plain
+/// copy of the same bytes into the same store with the same number of threads.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Number of images.
+    #[arg(long, default_value_t = 1000)]
+    images: u64,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    /// Threads for both contenders.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Scratch folder for the source images (default: a temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Store URL both contenders write to (default: file:// under the scratch folder).
+    #[arg(long)]
+    store: Option<String>,
+    /// Alternating rounds of copy and ingest; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-/// Runs a benchmark.
-pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
-    let Command::Ingest { images, size, workers, dir, store, rounds, json } = cmd;
+/// Runs the ingest benchmark.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let Args { images, size, workers, dir, store, rounds, json } = a;
     let tmp = tempfile::tempdir().context("cannot create a scratch folder")?;
     let root = dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let src = root.join("src");
@@ -113,11 +111,6 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         println!("  ratio ingest/copy = {:.2}x (target >= 0.5x)", ingest_rate / copy_rate);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Seconds to read each file and put its bytes under `url`, `workers` threads.

@@ -1,0 +1,303 @@
+//! `ecamp bench loader`: the loader's CPU side against (a) pure zune-jpeg decoding of the same
+//! bytes from memory on the same number of threads and (b) the official ECAMP CPU pipeline
+//! reproduced in Python (`benches/loader_peer/peer.py`: torch DataLoader, PIL, torchvision
+//! transforms, HF tokenizers, the official masking) with the same number of workers.
+//!
+//! The loader leaves resize/flip/normalise to the device; the Python pipeline does them on its
+//! CPU workers. So the comparison is reported twice: loader alone, and loader plus that pixel
+//! work done on the CPU by the consumer (crop, bicubic resize to 448, flip, normalise, bilinear
+//! 448→224), which is what a CPU-only run would pay.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use ecamp_ingest::distill::Rules;
+use ecamp_ingest::image::ImageConfig;
+use ecamp_ingest::{IngestOptions, SourceSpec, ingest};
+use ecamp_loader::text::{TextConfig, TextPrep};
+use ecamp_loader::{Batch, Cursor, Loader, LoaderConfig};
+use ecamp_store::{Dataset, Location, SnapshotRef, TableKind};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use super::median;
+use crate::cmd::print_json;
+
+/// Normalisation of the official transform (spec §2.2).
+const MEAN: f32 = 0.4721;
+const STD: f32 = 0.3037;
+
+/// Loader throughput against zune-jpeg decoding and the official Python pipeline.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Phantom studies to ingest when no --dataset is given.
+    #[arg(long, default_value_t = 2000)]
+    images: u64,
+    /// Phantom image side in pixels.
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    /// Existing dataset URL to read instead of ingesting phantoms (the Python peer needs a local one).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// CPU threads of the loader, of the zune peer, and DataLoader workers of the Python peer.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Global batch size.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Prefetch budget in MiB.
+    #[arg(long, default_value_t = 256)]
+    budget_mib: u64,
+    /// Rounds of each contender (alternating); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// WordPiece tokenizer JSON (the official one by default).
+    #[arg(long, default_value = "../shared/data/mimic_wordpiece.json")]
+    tokenizer: PathBuf,
+    /// Python with torch, torchvision, pillow, tokenizers and pyarrow (`benches/loader_peer/setup.sh`
+    /// makes one); without it the Python peer is skipped.
+    #[arg(long, env = "ECAMP_BENCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Scratch folder (default: a temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the loader benchmark.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let tmp = tempfile::tempdir().context("cannot create a scratch folder")?;
+    let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let url = match &a.dataset {
+        Some(u) => u.clone(),
+        None => {
+            let url = format!("file://{}/dataset", root.display());
+            eprintln!("ingesting {} phantom studies of {} px into {url} ...", a.images, a.size);
+            let mut opts = IngestOptions::new(&url, vec![SourceSpec::Phantom { count: a.images, seed: 5 }]);
+            opts.workers = a.workers.max(1);
+            opts.image = ImageConfig { size: a.size, ..Default::default() };
+            opts.source_opts.phantom_size = a.size;
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || ingest(&opts, Arc::new(Rules::new()), &rt)).await??;
+            url
+        }
+    };
+    let tokenizer = tokenizers::Tokenizer::from_file(&a.tokenizer)
+        .map_err(|e| anyhow::anyhow!("cannot load tokenizer {}: {e}", a.tokenizer.display()))?;
+    let text = TextPrep::new(&tokenizer, TextConfig::default())?;
+    let cfg = LoaderConfig {
+        seed: 1,
+        batch_size: a.batch_size,
+        workers: a.workers.max(1),
+        prefetch_bytes: a.budget_mib << 20,
+        ..Default::default()
+    };
+    let (u, t) = (url.clone(), text.clone());
+    let loader = tokio::task::spawn_blocking(move || Loader::open(&u, &SnapshotRef::LATEST, t, cfg)).await??;
+    let loader = Arc::new(loader);
+    let jpegs = Arc::new(read_images(&url).await?);
+    let workers = a.workers.max(1);
+    let python_dir = local_dir(&url);
+
+    let (mut load, mut load_aug, mut zune, mut python) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for round in 0..a.rounds.max(1) {
+        let l = loader.clone();
+        let (rate, tele) = tokio::task::spawn_blocking(move || epoch_rate(&l, round as u64, false)).await??;
+        load.push(rate);
+        last = Some(tele);
+        let l = loader.clone();
+        load_aug.push(tokio::task::spawn_blocking(move || epoch_rate(&l, round as u64, true)).await??.0);
+        let j = jpegs.clone();
+        zune.push(tokio::task::spawn_blocking(move || zune_rate(&j, workers)).await??);
+        if let (Some(py), Some(dir)) = (&a.python, &python_dir) {
+            python.push(python_rate(py, dir, &a.tokenizer, workers, a.batch_size)?);
+        }
+    }
+    let tele = last.unwrap_or_default();
+    let (load, load_aug, zune) = (median(&mut load), median(&mut load_aug), median(&mut zune));
+    let py = (!python.is_empty()).then(|| median(&mut python));
+    let result = serde_json::json!({
+        "benchmark": "loader", "samples": loader.rows(), "canvas": loader.canvas(), "workers": workers,
+        "batch_size": a.batch_size, "rounds": a.rounds,
+        "loader_samples_per_s": load, "loader_with_cpu_augment_samples_per_s": load_aug,
+        "zune_decode_samples_per_s": zune, "python_samples_per_s": py,
+        "ratio_vs_zune": load / zune, "target_vs_zune": 0.9,
+        "ratio_vs_python": py.map(|p| load / p), "ratio_vs_python_with_cpu_augment": py.map(|p| load_aug / p),
+        "target_vs_python": 3.0,
+        "wait_p50_ms": tele.wait_p50.as_secs_f64() * 1e3, "wait_p99_ms": tele.wait_p99.as_secs_f64() * 1e3,
+        "decode_ms_per_sample": tele.decode_time_per_sample.as_secs_f64() * 1e3,
+        "bytes_fetched": tele.bytes_fetched, "budget_bytes": tele.budget_bytes,
+    });
+    if a.json {
+        print_json(&result)?;
+    } else {
+        println!(
+            "loader bench: {} samples, canvas {:?}, {workers} thread(s), batch {}, {} round(s), {}",
+            loader.rows(),
+            loader.canvas(),
+            a.batch_size,
+            a.rounds,
+            ecamp_store::redact::url(&url)
+        );
+        println!("  zune-jpeg decode from memory     : {zune:>8.1} samples/s");
+        println!(
+            "  ecamp loader (CPU side)          : {load:>8.1} samples/s  ratio {:.2}x (target >= 0.9x)",
+            load / zune
+        );
+        println!("  ecamp loader + CPU pixel augment : {load_aug:>8.1} samples/s");
+        match py {
+            Some(p) => {
+                println!("  official pipeline (Python)       : {p:>8.1} samples/s");
+                println!(
+                    "  ratio vs Python: {:.2}x without, {:.2}x with the pixel augment on CPU (target >= 3x)",
+                    load / p,
+                    load_aug / p
+                );
+            }
+            None => println!("  official pipeline (Python)       : skipped (pass --python, local dataset only)"),
+        }
+        println!(
+            "  consumer wait p50 {:.2} ms, p99 {:.2} ms; {:.2} ms CPU per sample",
+            tele.wait_p50.as_secs_f64() * 1e3,
+            tele.wait_p99.as_secs_f64() * 1e3,
+            tele.decode_time_per_sample.as_secs_f64() * 1e3
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Samples per second over one epoch; with `augment`, the consumer also does the pixel work the
+/// device would do.
+fn epoch_rate(loader: &Loader, epoch: u64, augment: bool) -> anyhow::Result<(f64, ecamp_loader::Telemetry)> {
+    let mut aug = Augment::new();
+    let mut epoch = loader.epoch(Cursor { epoch, samples: 0 })?;
+    let started = Instant::now();
+    let mut n = 0;
+    for batch in epoch.by_ref() {
+        let batch = batch?;
+        if augment {
+            aug.run(&batch)?;
+        }
+        n += batch.len();
+    }
+    Ok((n as f64 / started.elapsed().as_secs_f64(), epoch.telemetry()))
+}
+
+/// The device's pixel work, on the CPU: crop + bicubic resize to 448, flip, normalise, and the
+/// bilinear 224 copy, into reused f32 buffers.
+struct Augment {
+    resizer: Resizer,
+    big: Image<'static>,
+    small: Image<'static>,
+    out448: Vec<f32>,
+    out224: Vec<f32>,
+}
+
+impl Augment {
+    fn new() -> Self {
+        Augment {
+            resizer: Resizer::new(),
+            big: Image::new(448, 448, PixelType::U8),
+            small: Image::new(224, 224, PixelType::U8),
+            out448: Vec::new(),
+            out224: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, b: &Batch) -> anyhow::Result<()> {
+        self.out448.clear();
+        self.out224.clear();
+        for i in 0..b.len() {
+            let src = ImageRef::new(b.canvas_width as u32, b.canvas_height as u32, b.image(i), PixelType::U8)?;
+            let c = b.crops[i];
+            let bicubic = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom)).crop(
+                f64::from(c.left),
+                f64::from(c.top),
+                f64::from(c.width),
+                f64::from(c.height),
+            );
+            self.resizer.resize(&src, &mut self.big, &bicubic)?;
+            let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+            self.resizer.resize(&self.big, &mut self.small, &bilinear)?;
+            normalise(self.big.buffer(), 448, b.flips[i], &mut self.out448);
+            normalise(self.small.buffer(), 224, b.flips[i], &mut self.out224);
+        }
+        Ok(())
+    }
+}
+
+fn normalise(px: &[u8], side: usize, flip: bool, out: &mut Vec<f32>) {
+    for row in px.chunks_exact(side) {
+        let scaled = |v: &u8| (f32::from(*v) / 255.0 - MEAN) / STD;
+        if flip {
+            out.extend(row.iter().rev().map(scaled));
+        } else {
+            out.extend(row.iter().map(scaled));
+        }
+    }
+}
+
+/// Every stored JPEG of the latest snapshot, in memory.
+async fn read_images(url: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let ds = Dataset::open(url).await?;
+    let snap = ds.resolve(&SnapshotRef::LATEST).await?;
+    let files = snap.table(TableKind::Samples).map(|t| t.files.clone()).unwrap_or_default();
+    Ok(ds.read_samples(&files).await?.into_iter().map(|r| r.image).collect())
+}
+
+/// Samples per second of strict zune-jpeg grayscale decoding, `workers` threads, from memory.
+fn zune_rate(jpegs: &[Vec<u8>], workers: usize) -> anyhow::Result<f64> {
+    let per = jpegs.len().div_ceil(workers).max(1);
+    let started = Instant::now();
+    let ok = std::thread::scope(|s| {
+        let hs: Vec<_> = jpegs
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    part.iter().all(|j| ecamp_loader::sample::decode_gray(j, 1 << 14, 1 << 14, &mut out).is_ok())
+                })
+            })
+            .collect();
+        hs.into_iter().all(|h| h.join().unwrap_or(false))
+    });
+    anyhow::ensure!(ok, "a stored image failed to decode");
+    Ok(jpegs.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The dataset's folder when it is on local disk (the Python peer reads Parquet files directly).
+fn local_dir(url: &str) -> Option<PathBuf> {
+    match Location::parse(url).ok()?.backend() {
+        ecamp_store::Backend::File => {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            Some(PathBuf::from(path))
+        }
+        _ => None,
+    }
+}
+
+/// Samples per second of the Python peer (one JSON line on its stdout).
+fn python_rate(python: &Path, dir: &Path, tokenizer: &Path, workers: usize, batch: usize) -> anyhow::Result<f64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/loader_peer/peer.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--dataset-dir")
+        .arg(dir)
+        .arg("--tokenizer")
+        .arg(tokenizer)
+        .args(["--workers", &workers.to_string(), "--batch-size", &batch.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    anyhow::ensure!(out.status.success(), "{} {} failed ({})", python.display(), script.display(), out.status);
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("unexpected peer output: {line}"))?;
+    v["samples_per_s"].as_f64().context("peer output without samples_per_s")
+}
