@@ -211,7 +211,7 @@ fn handle(stream: TcpStream, state: &State) -> std::io::Result<()> {
         content_type: headers.get("content-type").cloned(),
         body,
     });
-    let _in_flight = InFlight::enter(state);
+    let in_flight = InFlight::enter(state);
 
     if let Some(ms) = marker_number(&report, "DELAY-") {
         std::thread::sleep(Duration::from_millis(ms)); // a deliberately slow model
@@ -224,24 +224,27 @@ fn handle(stream: TcpStream, state: &State) -> std::io::Result<()> {
             state.hung_up.fetch_add(1, Ordering::SeqCst);
         }
     }
-    let result = if report.contains("HTTP-401") {
-        respond(&mut stream, 401, "Unauthorized", r#"{"error":{"message":"invalid api key"}}"#)
+    let (code, reason, body): (u16, &str, String) = if report.contains("HTTP-401") {
+        (401, "Unauthorized", r#"{"error":{"message":"invalid api key"}}"#.into())
     } else if report.contains("HTTP-500-ONCE") && n == 1 {
-        respond(&mut stream, 500, "Internal Server Error", r#"{"error":{"message":"overloaded"}}"#)
+        (500, "Internal Server Error", r#"{"error":{"message":"overloaded"}}"#.into())
     } else if report.contains("ALWAYS-MALFORMED") {
         let content = if n % 2 == 1 {
             "There is a small pleural effusion and no pneumothorax."
         } else {
             r#"{"entities":[{"name":"dragon","status":"present","descriptors":[]}]}"#
         };
-        respond(&mut stream, 200, "OK", &completion(content))
+        (200, "OK", completion(content))
     } else if report.contains("MALFORMED-ONCE") && n == 1 {
-        respond(&mut stream, 200, "OK", &completion(r#"{"entities":[{"name":"dragon","status":"present"}]}"#))
+        (200, "OK", completion(r#"{"entities":[{"name":"dragon","status":"present"}]}"#))
     } else {
-        respond(&mut stream, 200, "OK", &completion(&valid_answer(&report)))
+        (200, "OK", completion(&valid_answer(&report)))
     };
+    // Bookkeeping before the answer goes out: once the client has its answer it may send the next
+    // request at once, and must find this one already finished and out of flight.
     state.finished.lock().unwrap().push(report);
-    result
+    drop(in_flight);
+    respond(&mut stream, code, reason, &body)
 }
 
 /// The number after `prefix` in `text`, if any.

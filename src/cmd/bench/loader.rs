@@ -178,6 +178,7 @@ fn epoch_rate(loader: &Loader, epoch: u64, augment: bool) -> anyhow::Result<(f64
     let mut aug = Augment::new();
     let mut epoch = loader.epoch(Cursor { epoch, samples: 0 })?;
     let started = Instant::now();
+    let cpu0 = process_cpu_secs();
     let mut n = 0;
     for batch in epoch.by_ref() {
         let batch = batch?;
@@ -186,7 +187,24 @@ fn epoch_rate(loader: &Loader, epoch: u64, augment: bool) -> anyhow::Result<(f64
         }
         n += batch.len();
     }
-    Ok((n as f64 / started.elapsed().as_secs_f64(), epoch.telemetry()))
+    let wall = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  loader{epoch_no}: {n} samples in {wall:.2} s, process CPU {:.2} cores",
+        (process_cpu_secs() - cpu0) / wall,
+        epoch_no = if augment { "+augment" } else { "" }
+    );
+    Ok((n as f64 / wall, epoch.telemetry()))
+}
+
+/// User + system CPU seconds of this process so far.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 /// The device's pixel work, on the CPU: crop + bicubic resize to 448, flip, normalise, and the
