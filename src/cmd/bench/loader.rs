@@ -5,8 +5,8 @@
 //!
 //! The loader leaves resize/flip/normalise to the device; the Python pipeline does them on its
 //! CPU workers. So the comparison is reported twice: loader alone, and loader plus that pixel
-//! work done on the CPU by the consumer (crop, bicubic resize to 448, flip, normalise, bilinear
-//! 448→224), which is what a CPU-only run would pay.
+//! work run by the consumer on burn's ndarray (CPU) backend (`ecamp_model::augment`: crop,
+//! bicubic 448, flip, normalise, bicubic 224), which is what a CPU-only run pays.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,21 +14,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use burn::backend::NdArray;
 use ecamp_ingest::distill::Rules;
 use ecamp_ingest::image::ImageConfig;
 use ecamp_ingest::{IngestOptions, SourceSpec, ingest};
 use ecamp_loader::text::{TextConfig, TextPrep};
 use ecamp_loader::{Batch, Cursor, Loader, LoaderConfig};
 use ecamp_store::{Dataset, Location, SnapshotRef, TableKind};
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::median;
 use crate::cmd::print_json;
-
-/// Normalisation of the official transform (spec §2.2).
-const MEAN: f32 = 0.4721;
-const STD: f32 = 0.3037;
 
 /// Loader throughput against zune-jpeg decoding and the official Python pipeline.
 #[derive(Debug, clap::Args)]
@@ -150,7 +145,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             "  ecamp loader (CPU side)          : {load:>8.1} samples/s  ratio {:.2}x (target >= 0.9x)",
             load / zune
         );
-        println!("  ecamp loader + CPU pixel augment : {load_aug:>8.1} samples/s");
+        println!("  ecamp loader + augment on ndarray: {load_aug:>8.1} samples/s");
         match py {
             Some(p) => {
                 println!("  official pipeline (Python)       : {p:>8.1} samples/s");
@@ -207,57 +202,36 @@ fn process_cpu_secs() -> f64 {
     secs(u.ru_utime) + secs(u.ru_stime)
 }
 
-/// The device's pixel work, on the CPU: crop + bicubic resize to 448, flip, normalise, and the
-/// bilinear 224 copy, into reused f32 buffers.
+/// The device's pixel work run on burn's ndarray (CPU) backend: crop, bicubic 448, flip,
+/// normalise, bicubic 224 (`ecamp_model::augment`).
 struct Augment {
-    resizer: Resizer,
-    big: Image<'static>,
-    small: Image<'static>,
-    out448: Vec<f32>,
-    out224: Vec<f32>,
+    device: burn::tensor::Device<NdArray>,
+    crops: Vec<(u32, u32, u32, u32)>,
 }
 
 impl Augment {
     fn new() -> Self {
-        Augment {
-            resizer: Resizer::new(),
-            big: Image::new(448, 448, PixelType::U8),
-            small: Image::new(224, 224, PixelType::U8),
-            out448: Vec::new(),
-            out224: Vec::new(),
-        }
+        Augment { device: Default::default(), crops: Vec::new() }
     }
 
     fn run(&mut self, b: &Batch) -> anyhow::Result<()> {
-        self.out448.clear();
-        self.out224.clear();
-        for i in 0..b.len() {
-            let src = ImageRef::new(b.canvas_width as u32, b.canvas_height as u32, b.image(i), PixelType::U8)?;
-            let c = b.crops[i];
-            let bicubic = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom)).crop(
-                f64::from(c.left),
-                f64::from(c.top),
-                f64::from(c.width),
-                f64::from(c.height),
-            );
-            self.resizer.resize(&src, &mut self.big, &bicubic)?;
-            let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-            self.resizer.resize(&self.big, &mut self.small, &bilinear)?;
-            normalise(self.big.buffer(), 448, b.flips[i], &mut self.out448);
-            normalise(self.small.buffer(), 224, b.flips[i], &mut self.out224);
+        if b.is_empty() {
+            return Ok(());
         }
+        self.crops.clear();
+        self.crops.extend(b.crops.iter().map(|c| (c.top, c.left, c.height, c.width)));
+        let (big, imgs) = ecamp_model::augment::<NdArray>(
+            &self.device,
+            &b.pixels,
+            b.len(),
+            b.canvas_height,
+            b.canvas_width,
+            &self.crops,
+            &b.flips,
+        );
+        // Wait for the values, as a training step would before using them.
+        let _ = (big.into_data(), imgs.into_data());
         Ok(())
-    }
-}
-
-fn normalise(px: &[u8], side: usize, flip: bool, out: &mut Vec<f32>) {
-    for row in px.chunks_exact(side) {
-        let scaled = |v: &u8| (f32::from(*v) / 255.0 - MEAN) / STD;
-        if flip {
-            out.extend(row.iter().rev().map(scaled));
-        } else {
-            out.extend(row.iter().map(scaled));
-        }
     }
 }
 

@@ -1,0 +1,211 @@
+//! The burn formulations against the f64 reference on random batches: random canvases, random
+//! crops including 1-pixel, tiny, thin, full-image, border-touching and downscaling ones, random
+//! flips. Prints the max abs errors (run with `--nocapture` to see them).
+
+use burn::backend::NdArray;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Tensor, TensorData};
+use ecamp_model::augment::{Resample, augment_with};
+use ecamp_model::host::augment_host;
+use ecamp_model::reference::{augment_reference, bicubic_resize};
+use ecamp_model::variants::{augment_interpolate, augment_matmul};
+use ecamp_model::{SIDE_BIG, SIDE_SMALL, augment};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type B = NdArray<f32>;
+
+/// The bound the tests hold every formulation to, in normalised units: values span about
+/// [−1.6, 1.8] plus bicubic overshoot, so this is a few f32 ulps (one u8 step is
+/// 1/(255·0.3037) ≈ 0.0129, four orders of magnitude more).
+const TOLERANCE: f64 = 4e-6;
+
+/// A random batch: canvases with random valid images (zero elsewhere), and crops inside the
+/// images, the first few chosen to hit the edge cases.
+struct Case {
+    pixels: Vec<u8>,
+    n: usize,
+    h: usize,
+    w: usize,
+    crops: Vec<(u32, u32, u32, u32)>,
+    flips: Vec<bool>,
+}
+
+fn random_case(seed: u64, n: usize, h: usize, w: usize) -> Case {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pixels = vec![0u8; n * h * w];
+    let mut crops = Vec::new();
+    let mut flips = Vec::new();
+    for i in 0..n {
+        let ih = rng.random_range(h / 2..=h) as u32;
+        let iw = rng.random_range(w / 2..=w) as u32;
+        // Smooth-ish structure plus noise, so both flat and sharp regions are exercised.
+        let (fy, fx) = (rng.random_range(0.01..0.3), rng.random_range(0.01..0.3));
+        for y in 0..ih as usize {
+            for x in 0..iw as usize {
+                let base = 127.5 + 100.0 * ((y as f64 * fy).sin() * (x as f64 * fx).cos());
+                let v = base + rng.random_range(-27.0..27.0);
+                pixels[i * h * w + y * w + x] = v.clamp(0.0, 255.0) as u8;
+            }
+        }
+        let crop = match i % 8 {
+            0 => (0, 0, ih, iw),                                           // full image
+            1 => (rng.random_range(0..ih), rng.random_range(0..iw), 1, 1), // one pixel
+            2 => (ih - 2, iw - 3, 2, 3),                                   // tiny, bottom-right corner
+            3 => (rng.random_range(0..ih), 0, 1, iw),                      // one row
+            4 => (0, rng.random_range(0..iw), ih, 1),                      // one column
+            _ => {
+                // RandomResizedCrop-like: scale 0.2–1, ratio 3/4–4/3, clipped to the image.
+                let area = f64::from(ih * iw) * rng.random_range(0.2..1.0);
+                let ratio: f64 = rng.random_range((0.75f64).ln()..(4.0f64 / 3.0).ln()).exp();
+                let ch = ((area / ratio).sqrt().round() as u32).clamp(1, ih);
+                let cw = ((area * ratio).sqrt().round() as u32).clamp(1, iw);
+                (rng.random_range(0..=ih - ch), rng.random_range(0..=iw - cw), ch, cw)
+            }
+        };
+        crops.push(crop);
+        flips.push(rng.random_bool(0.5));
+    }
+    Case { pixels, n, h, w, crops, flips }
+}
+
+fn max_abs(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max)
+}
+
+type AugmentFn =
+    fn(&Device<B>, &[u8], usize, usize, usize, &[(u32, u32, u32, u32)], &[bool]) -> (Tensor<B, 4>, Tensor<B, 4>);
+
+/// Runs `f` and the reference on `case`, returns (max error of big, of imgs).
+fn compare(f: AugmentFn, case: &Case) -> (f64, f64) {
+    let device = Default::default();
+    let (big, small) = f(&device, &case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+    assert_eq!(big.dims(), [case.n, 3, SIDE_BIG, SIDE_BIG]);
+    assert_eq!(small.dims(), [case.n, 3, SIDE_SMALL, SIDE_SMALL]);
+    let (want_big, want_small) = augment_reference(&case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+    let big = big.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let small = small.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    (max_abs(&big, &want_big), max_abs(&small, &want_small))
+}
+
+/// Upscaling canvases (crops ≤ 448) and a downscaling one (crops up to 600 px), flips both ways.
+fn cases() -> Vec<Case> {
+    vec![random_case(1, 8, 96, 128), random_case(2, 8, 300, 200), random_case(3, 3, 600, 520)]
+}
+
+#[test]
+fn separable_gather_matches_the_reference() {
+    for case in cases() {
+        let (eb, es) = compare(augment::<B>, &case);
+        println!("gather      {}x{} n={}: max |err| big {eb:.3e}, imgs {es:.3e}", case.h, case.w, case.n);
+        assert!(eb < TOLERANCE && es < TOLERANCE, "big {eb}, imgs {es}");
+    }
+}
+
+fn augment_one_select(
+    device: &Device<B>,
+    pixels: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+    crops: &[(u32, u32, u32, u32)],
+    flips: &[bool],
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    augment_with::<B>(device, pixels, n, h, w, crops, flips, Resample::OneSelect)
+}
+
+#[test]
+fn one_select_gather_matches_the_reference() {
+    for case in cases() {
+        let (eb, es) = compare(augment_one_select, &case);
+        println!("gather/1sel {}x{} n={}: max |err| big {eb:.3e}, imgs {es:.3e}", case.h, case.w, case.n);
+        assert!(eb < TOLERANCE && es < TOLERANCE, "big {eb}, imgs {es}");
+    }
+}
+
+#[test]
+fn dense_matmul_matches_the_reference() {
+    for case in cases() {
+        let (eb, es) = compare(augment_matmul::<B>, &case);
+        println!("matmul      {}x{} n={}: max |err| big {eb:.3e}, imgs {es:.3e}", case.h, case.w, case.n);
+        assert!(eb < TOLERANCE && es < TOLERANCE, "big {eb}, imgs {es}");
+    }
+}
+
+#[test]
+fn per_sample_interpolate_matches_the_reference() {
+    for case in cases() {
+        let (eb, es) = compare(augment_interpolate::<B>, &case);
+        println!("interpolate {}x{} n={}: max |err| big {eb:.3e}, imgs {es:.3e}", case.h, case.w, case.n);
+        assert!(eb < TOLERANCE && es < TOLERANCE, "big {eb}, imgs {es}");
+    }
+}
+
+#[test]
+fn host_code_matches_the_reference() {
+    for case in cases() {
+        let (big, small) = augment_host(&case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+        let (want_big, want_small) = augment_reference(&case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+        let (eb, es) = (max_abs(&big, &want_big), max_abs(&small, &want_small));
+        println!("host f32    {}x{} n={}: max |err| big {eb:.3e}, imgs {es:.3e}", case.h, case.w, case.n);
+        assert!(eb < TOLERANCE && es < TOLERANCE, "big {eb}, imgs {es}");
+    }
+}
+
+/// burn's ndarray `interpolate(Bicubic)` is torch's a = −0.75 half-pixel kernel only with
+/// `with_align_corners(false)`; `InterpolateOptions::new` defaults to `align_corners = true`.
+#[test]
+fn burn_bicubic_is_torch_bicubic_only_without_align_corners() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for &(h, w, oh, ow) in &[(37, 53, 448, 448), (448, 448, 224, 224), (600, 520, 448, 448), (1, 3, 5, 4)] {
+        let src: Vec<f64> = (0..h * w).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let want = bicubic_resize(&src, h, w, oh, ow);
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(src.iter().map(|&v| v as f32).collect::<Vec<_>>(), [1, 1, h, w]),
+            &Default::default(),
+        );
+        let run = |align| {
+            let opts = InterpolateOptions::new(InterpolateMode::Bicubic).with_align_corners(align);
+            let got = interpolate(x.clone(), [oh, ow], opts).into_data().into_vec::<f32>().unwrap();
+            max_abs(&got, &want)
+        };
+        let (half_pixel, corners) = (run(false), run(true));
+        println!("burn interpolate {h}x{w} -> {oh}x{ow}: align_corners=false {half_pixel:.3e}, true {corners:.3e}");
+        assert!(half_pixel < 1e-5, "{half_pixel}");
+        if h > 1 && w > 1 {
+            assert!(corners > 1e-2, "align_corners=true unexpectedly matches: {corners}");
+        }
+    }
+}
+
+/// The reference itself, on cases worked by hand.
+#[test]
+fn reference_sanity() {
+    // 1×4 → 1×2 (a 2:1 downscale): t = 0.5 everywhere, weights (−3/32, 19/32, 19/32, −3/32),
+    // the left tap of output 0 and the right tap of output 1 clamped to the border.
+    let (a, b, c, d) = (10.0, 20.0, 40.0, 80.0);
+    let out = bicubic_resize(&[a, b, c, d], 1, 4, 1, 2);
+    let w = [-3.0 / 32.0, 19.0 / 32.0];
+    let want0 = w[0] * a + w[1] * a + w[1] * b + w[0] * c;
+    let want1 = w[0] * b + w[1] * c + w[1] * d + w[0] * d;
+    assert!((out[0] - want0).abs() < 1e-12 && (out[1] - want1).abs() < 1e-12, "{out:?}");
+    // Same size is the identity; a constant stays constant at any size.
+    let src: Vec<f64> = (0..35).map(f64::from).collect();
+    assert_eq!(bicubic_resize(&src, 5, 7, 5, 7), src);
+    assert!(bicubic_resize(&[3.25; 35], 5, 7, 448, 448).iter().all(|v| (v - 3.25).abs() < 1e-12));
+    // A full, unflipped crop of a constant canvas normalises as (v/255 − mean)/std.
+    let (big, small) = augment_reference(&[51u8; 6 * 4], 1, 6, 4, &[(0, 0, 6, 4)], &[false]);
+    let want = (0.2 - 0.4721f64 as f32 as f64) / (0.3037f32 as f64);
+    assert!(big.iter().chain(&small).all(|v| (v - want).abs() < 1e-12));
+    // Flip mirrors the columns.
+    let ramp: Vec<u8> = (0..16 * 16).map(|i| (i % 16 * 16) as u8).collect();
+    let (plain, _) = augment_reference(&ramp, 1, 16, 16, &[(0, 0, 16, 16)], &[false]);
+    let (flipped, _) = augment_reference(&ramp, 1, 16, 16, &[(0, 0, 16, 16)], &[true]);
+    for y in [0, 200, 447] {
+        for x in [0, 3, 300] {
+            assert_eq!(plain[y * 448 + x], flipped[y * 448 + 447 - x]);
+        }
+    }
+}
