@@ -13,7 +13,6 @@
 //!
 //! * [`augment::augment`] — the recommended formulation: separable 4-tap gather passes
 //!   (`select` + broadcast `mul` + `add`), batched over samples with different crops.
-//! * [`variants`] — dense-matmul and per-sample-`interpolate` formulations, for comparison.
 //! * [`host`] — the same arithmetic as plain f32 host code (a fast, exact CPU path).
 //! * [`reference`] — plain f64 loops, the ground truth of the tests.
 //! * [`taps`] — host-side tap tables (crop, clamp and flip folded in).
@@ -24,7 +23,6 @@ pub mod augment;
 pub mod host;
 pub mod reference;
 pub mod taps;
-pub mod variants;
 
 pub use augment::augment;
 
