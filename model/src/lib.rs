@@ -1,11 +1,11 @@
-//! ecamp-model: the ECAMP model in burn. Today it holds the device-side image augmentation as
-//! batched burn 0.21 tensor ops (issue: model); the networks, losses and trainer come next.
+//! ecamp-model: the ECAMP model in burn 0.21 — the networks ([`net`], [`Ecamp`]), the losses
+//! ([`loss`]), the sizes ([`EcampConfig`]) and the device-side image augmentation ([`augment`]).
 //!
 //! The loader hands over `n × H × W` u8 grayscale canvases plus, per sample, a
 //! RandomResizedCrop box and a flip bit (`ecamp_loader::Batch`). The device then makes
 //!
-//! * `big`  `[n, 3, 448, 448]` f32 — crop → bicubic 448² → flip → /255 → (x − 0.4721)/0.3037 → ×3 ch
-//! * `imgs` `[n, 3, 224, 224]` f32 — bicubic 224² of the normalised `big` (spec §2.2: the official
+//! * `big`  `[n, 3, 2S, 2S]` f32 — crop → bicubic → flip → /255 → (x − 0.4721)/0.3037 → ×3 ch
+//! * `imgs` `[n, 3, S, S]` f32 — bicubic of the normalised `big` (spec §2.2: the official
 //!   `forward` runs `Resize([224, 224], BICUBIC)` on `big_imgs`).
 //!
 //! Bicubic means torch's `F.interpolate(mode='bicubic', align_corners=False, antialias=False)`:
@@ -20,11 +20,17 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod config;
+pub mod ecamp;
 pub mod host;
+pub mod loss;
+pub mod net;
 pub mod reference;
 pub mod taps;
 
 pub use augment::augment;
+pub use config::EcampConfig;
+pub use ecamp::{Ecamp, Inputs, Losses, Outputs};
 
 /// Output side of the big (SR target) image.
 pub const SIDE_BIG: usize = 448;

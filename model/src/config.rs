@@ -1,0 +1,123 @@
+//! Model sizes and loss switches ([`EcampConfig`]), with the `tiny` and `base` presets.
+
+use burn::config::Config;
+
+/// Every size of the ECAMP networks plus the switches for the documented corrections of the
+/// official losses (all off by default, i.e. code-faithful; spec §3, §10).
+#[derive(Config, Debug, PartialEq)]
+pub struct EcampConfig {
+    /// Side of the encoder input (`imgs`); the SR target (`big`) is twice this.
+    pub img_size: usize,
+    /// ViT patch side.
+    pub patch: usize,
+    /// ViT width.
+    pub vit_dim: usize,
+    /// ViT blocks.
+    pub vit_depth: usize,
+    /// ViT attention heads.
+    pub vit_heads: usize,
+    /// MAE decoder width.
+    pub dec_dim: usize,
+    /// MAE decoder blocks.
+    pub dec_depth: usize,
+    /// MAE decoder attention heads.
+    pub dec_heads: usize,
+    /// Hidden-to-MLP width ratio of the ViT and decoder blocks.
+    #[config(default = 4)]
+    pub mlp_ratio: usize,
+    /// BERT hidden width.
+    pub bert_hidden: usize,
+    /// BERT layers after the fusion layer.
+    pub bert_layers: usize,
+    /// BERT attention heads.
+    pub bert_heads: usize,
+    /// BERT feed-forward width.
+    pub bert_intermediate: usize,
+    /// Vocabulary size (embedding rows = MLM outputs).
+    pub vocab_size: usize,
+    /// Token positions (`max_position_embeddings` = caption length).
+    pub max_len: usize,
+    /// BERT token types.
+    #[config(default = 2)]
+    pub type_vocab: usize,
+    /// BERT hidden dropout.
+    #[config(default = 0.1)]
+    pub hidden_dropout: f64,
+    /// BERT attention-probability dropout.
+    #[config(default = 0.1)]
+    pub attn_dropout: f64,
+    /// Fraction of patches removed by MAE masking.
+    #[config(default = 0.75)]
+    pub mask_ratio: f64,
+    /// SR window side, in patches of the encoder grid.
+    pub sr_window: usize,
+    /// Correction: MLM loss over the masked positions only (official: all positions).
+    #[config(default = false)]
+    pub mlm_masked_only: bool,
+    /// Correction: MIM targets normalised per patch (official: the flag is passed but unused).
+    #[config(default = false)]
+    pub norm_pix_loss: bool,
+    /// Official SR head ends with a ReLU although targets can be negative; `false` drops it.
+    #[config(default = true)]
+    pub sr_final_relu: bool,
+}
+
+impl EcampConfig {
+    /// Spec-tiny "A": 32² input, 4² patches, 64-wide ViT, 5,000-token vocabulary.
+    pub fn tiny() -> Self {
+        Self::new(32, 4, 64, 2, 4, 32, 2, 2, 64, 2, 2, 128, 5000, 64, 6)
+    }
+
+    /// The paper's sizes (183,173,080 trainable parameters).
+    pub fn base() -> Self {
+        Self::new(224, 16, 768, 12, 12, 512, 4, 16, 768, 6, 6, 1536, 30000, 256, 12)
+    }
+
+    /// A preset by name (`tiny` or `base`).
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "base" => Some(Self::base()),
+            _ => None,
+        }
+    }
+
+    /// Side of the patch grid (`g`).
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch
+    }
+
+    /// Patches per image (`L = g²`).
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Patches the encoder keeps, `int(L · (1 − mask_ratio))` as MAE computes it.
+    pub fn len_keep(&self) -> usize {
+        (self.num_patches() as f64 * (1.0 - self.mask_ratio)) as usize
+    }
+
+    /// Side of the SR target image.
+    pub fn big_size(&self) -> usize {
+        2 * self.img_size
+    }
+
+    /// Checks the sizes that must agree (spec-tiny §2); the message names the offending field.
+    pub fn check(&self) -> Result<(), String> {
+        let rule = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_string()) };
+        rule(self.patch > 0 && self.img_size.is_multiple_of(self.patch), "img_size must be a multiple of patch")?;
+        rule(self.vit_dim.is_multiple_of(4), "vit_dim must be a multiple of 4 (2-D sin-cos positions)")?;
+        rule(self.dec_dim.is_multiple_of(4), "dec_dim must be a multiple of 4 (2-D sin-cos positions)")?;
+        rule(self.vit_heads > 0 && self.vit_dim.is_multiple_of(self.vit_heads), "vit_dim must divide by vit_heads")?;
+        rule(self.dec_heads > 0 && self.dec_dim.is_multiple_of(self.dec_heads), "dec_dim must divide by dec_heads")?;
+        rule(
+            self.bert_heads > 0 && self.bert_hidden.is_multiple_of(self.bert_heads),
+            "bert_hidden must divide by bert_heads",
+        )?;
+        rule((0.0..1.0).contains(&self.mask_ratio), "mask_ratio must be in [0, 1)")?;
+        rule(self.len_keep() >= 1, "mask_ratio leaves no visible patch")?;
+        rule(self.sr_window >= 1 && self.sr_window <= self.grid(), "sr_window must be within the patch grid")?;
+        rule(self.vocab_size > 4 && self.max_len > 4, "vocab_size and max_len are too small")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The whole ECAMP model (spec §3, §5): image encoder, MAE decoder, SR head, the image→text
+//! bridge and the text branch, with one `forward` that returns the three losses.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+
+use crate::config::EcampConfig;
+use crate::loss::{mim_loss, mlm_loss, patchify, sr_loss, token_cross_entropy, window_mask};
+use crate::net::bert::TextBranch;
+use crate::net::init::linear;
+use crate::net::sr::SuperResolution;
+use crate::net::vit::{Decoder, Encoder, Masking, unpatchify};
+
+/// The ECAMP pre-training model.
+#[derive(Module, Debug)]
+pub struct Ecamp<B: Backend> {
+    /// MAE ViT encoder.
+    pub encoder: Encoder<B>,
+    /// MAE decoder.
+    pub decoder: Decoder<B>,
+    /// ×2 super-resolution head.
+    pub sr: SuperResolution<B>,
+    /// Visible tokens (ViT width) → BERT width.
+    pub bert_mlp: Linear<B>,
+    /// Text branch with the fusion layer and the MLM head.
+    pub text: TextBranch<B>,
+    patch: usize,
+    grid: usize,
+    sr_window: usize,
+    mlm_masked_only: bool,
+    norm_pix_loss: bool,
+}
+
+/// One batch as the model consumes it, already on the device.
+#[derive(Debug, Clone)]
+pub struct Inputs<B: Backend> {
+    /// `[n, 3, 2S, 2S]` normalised SR target.
+    pub big: Tensor<B, 4>,
+    /// `[n, 3, S, S]` encoder input; `None` = bicubic of `big` inside the model (torch semantics).
+    pub imgs: Option<Tensor<B, 4>>,
+    /// `[n, L]` masking noise; ascending order = kept first.
+    pub noise: Tensor<B, 2>,
+    /// `[n, T]` masked input ids.
+    pub ids: Tensor<B, 2, Int>,
+    /// `[n, T]` unmasked ids (MLM targets).
+    pub labels: Tensor<B, 2, Int>,
+    /// `[n, T]` 1 token / 0 padding.
+    pub attention: Tensor<B, 2>,
+    /// `[n, T]` per-position loss weights.
+    pub weights: Tensor<B, 2>,
+    /// `[n, g, g]` SR window mask (see [`window_mask`]).
+    pub window: Tensor<B, 3>,
+}
+
+/// The losses of one forward pass (scalars, `[1]`).
+#[derive(Debug, Clone)]
+pub struct Losses<B: Backend> {
+    /// Masked image modelling.
+    pub mim: Tensor<B, 1>,
+    /// Context-guided super-resolution.
+    pub sr: Tensor<B, 1>,
+    /// Image-conditioned masked language modelling.
+    pub mlm: Tensor<B, 1>,
+    /// `mim + sr + mlm`, what is optimised.
+    pub total: Tensor<B, 1>,
+    /// Metric only: unweighted cross-entropy over the masked positions.
+    pub mlm_masked: Tensor<B, 1>,
+}
+
+/// Everything a forward pass produced, for tests, attention maps and evaluation.
+#[derive(Debug, Clone)]
+pub struct Outputs<B: Backend> {
+    /// The losses.
+    pub losses: Losses<B>,
+    /// `[n, L, p²·3]` MAE predictions in patch order.
+    pub pred: Tensor<B, 3>,
+    /// The masking the noise gave.
+    pub masking: Masking<B>,
+    /// `[n, 3, 2S, 2S]` SR output.
+    pub sr: Tensor<B, 4>,
+    /// `[n, heads, T, k]` fusion cross-attention probabilities over the visible tokens.
+    pub cross_attention: Tensor<B, 4>,
+}
+
+impl EcampConfig {
+    /// The model with the official initialisation (spec §3.6).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Ecamp<B> {
+        Ecamp {
+            encoder: Encoder::new(
+                self.img_size,
+                self.patch,
+                self.vit_dim,
+                self.vit_depth,
+                self.vit_heads,
+                self.mlp_ratio,
+                self.len_keep(),
+                device,
+            ),
+            decoder: Decoder::new(
+                self.vit_dim,
+                self.dec_dim,
+                self.dec_depth,
+                self.dec_heads,
+                self.mlp_ratio,
+                self.grid(),
+                self.patch,
+                device,
+            ),
+            sr: SuperResolution::new(self.sr_final_relu, device),
+            bert_mlp: linear(self.vit_dim, self.bert_hidden, true, device),
+            text: TextBranch::new(self, device),
+            patch: self.patch,
+            grid: self.grid(),
+            sr_window: self.sr_window,
+            mlm_masked_only: self.mlm_masked_only,
+            norm_pix_loss: self.norm_pix_loss,
+        }
+    }
+}
+
+impl<B: Backend> Ecamp<B> {
+    /// The three losses of one batch.
+    pub fn forward(&self, x: Inputs<B>) -> Losses<B> {
+        self.forward_all(x).losses
+    }
+
+    /// The forward pass of spec §5 with every intermediate kept.
+    pub fn forward_all(&self, x: Inputs<B>) -> Outputs<B> {
+        let [_, _, side, _] = x.big.dims();
+        let imgs = x.imgs.unwrap_or_else(|| {
+            let bicubic = InterpolateOptions::new(InterpolateMode::Bicubic).with_align_corners(false);
+            interpolate(x.big.clone(), [side / 2, side / 2], bicubic)
+        });
+        let (latent, masking) = self.encoder.forward(imgs.clone(), x.noise);
+        let pred = self.decoder.forward(latent.clone(), masking.ids_restore.clone());
+        let sr = self.sr.forward(unpatchify(pred.clone(), self.patch));
+        let mim = mim_loss(pred.clone(), patchify(imgs, self.patch), masking.mask.clone(), self.norm_pix_loss);
+        let res = sr_loss(sr.clone(), x.big, x.window);
+
+        let z = self.bert_mlp.forward(latent);
+        let k = z.dims()[1] - 1;
+        let (logits, cross_attention) = self.text.forward(x.ids.clone(), x.attention, z.narrow(1, 1, k));
+        let masked = x.ids.not_equal(x.labels.clone()).float();
+        let ce = token_cross_entropy(logits, x.labels);
+        let mlm_masked = (ce.clone() * masked.clone()).sum().div(masked.clone().sum().clamp_min(1.0));
+        let mlm = mlm_loss(ce, x.weights, self.mlm_masked_only.then_some(masked));
+        let total = mim.clone() + res.clone() + mlm.clone();
+        Outputs { losses: Losses { mim, sr: res, mlm, total, mlm_masked }, pred, masking, sr, cross_attention }
+    }
+
+    /// The `[n, g, g]` window mask tensor for `(label_i, label_j)` offsets on this model's grid.
+    pub fn window_tensor(&self, windows: &[(i32, i32)], device: &B::Device) -> Tensor<B, 3> {
+        let g = self.grid;
+        let data = TensorData::new(window_mask(windows, g, self.sr_window), [windows.len(), g, g]);
+        Tensor::from_data(data, device)
+    }
+}
