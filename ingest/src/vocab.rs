@@ -99,6 +99,48 @@ pub async fn store(ds: &Dataset, tok: &Tokenizer) -> Result<VocabInfo> {
     Ok(VocabInfo { path, hash, vocab_size: tok.get_vocab_size(true) })
 }
 
+/// The vocabularies stored in a dataset (under [`VOCAB_DIR`]), by path.
+pub async fn list_stored(ds: &Dataset) -> Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let loc = ds.location();
+    let prefix = loc.path(VOCAB_DIR);
+    let found: Vec<object_store::ObjectMeta> =
+        loc.store().list(Some(&prefix)).try_collect().await.map_err(|e| loc.storage_error(VOCAB_DIR, &e))?;
+    let mut paths: Vec<String> = found
+        .iter()
+        .filter_map(|m| m.location.filename().filter(|f| f.ends_with(".json")).map(|f| format!("{VOCAB_DIR}/{f}")))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Reads and checks a stored vocabulary (`path` relative to the dataset).
+pub async fn fetch(ds: &Dataset, path: &str) -> Result<Tokenizer> {
+    let loc = ds.location();
+    let got = loc.store().get(&loc.path(path)).await.map_err(|e| loc.storage_error(path, &e))?;
+    let bytes = got.bytes().await.map_err(|e| loc.storage_error(path, &e))?;
+    load(&bytes).map_err(|e| IngestError::Vocab(format!("{path}: {e}")))
+}
+
+/// The tokenizer restricted to ids `< size` (spec-tiny's trick: the official vocabulary cut to
+/// 5,000 ids keeps every id the text pipeline hard-wires and every single-character piece, so
+/// WordPiece still tokenises any word, rare words into more pieces).
+pub fn truncate(tok: &Tokenizer, size: usize) -> Result<Tokenizer> {
+    let json = tok.to_string(false).map_err(verr)?;
+    let mut value: serde_json::Value = serde_json::from_str(&json).map_err(verr)?;
+    let keep = |id: &serde_json::Value| id.as_u64().is_some_and(|i| (i as usize) < size);
+    match value.pointer_mut("/model/vocab").and_then(|v| v.as_object_mut()) {
+        Some(vocab) => vocab.retain(|_, id| keep(id)),
+        None => return Err(IngestError::Vocab("the tokenizer has no model.vocab table to truncate".into())),
+    }
+    if let Some(added) = value.pointer_mut("/added_tokens").and_then(|v| v.as_array_mut()) {
+        added.retain(|t| t.get("id").is_some_and(keep));
+    }
+    let cut: Tokenizer = value.to_string().parse().map_err(verr)?;
+    check(&cut)?;
+    Ok(cut)
+}
+
 /// Trains on the reports (samples) and contexts (annotations) of a snapshot and stores the result.
 pub async fn build(ds: &Dataset, snap: &Snapshot, vocab_size: usize) -> Result<VocabInfo> {
     let mut texts: Vec<String> = Vec::new();
@@ -145,6 +187,23 @@ mod tests {
         assert_eq!(ids("[CLS] Small right pleural effusion."), vec![2, 418, 207, 221, 203, 16]);
         assert_eq!(tok.token_to_id("[MASK]"), Some(3));
         assert_eq!(tok.token_to_id("."), Some(16));
+    }
+
+    #[test]
+    fn truncated_official_vocabulary_keeps_the_wired_ids() {
+        let Some(bytes) = official() else { return };
+        let full = load(&bytes).expect("official tokenizer");
+        let cut = truncate(&full, 5000).expect("truncate");
+        assert_eq!(cut.get_vocab_size(true), 5000);
+        let ids = |t: &Tokenizer, s: &str| t.encode(s, false).expect("encode").get_ids().to_vec();
+        let common = "[CLS] There is no evidence of pneumothorax. Small right pleural effusion.";
+        assert_eq!(ids(&cut, common), ids(&full, common));
+        // A rare word splits into more pieces instead of leaving the table.
+        let rare = "pneumomediastinum lymphangioleiomyomatosis";
+        let got = ids(&cut, rare);
+        assert!(got.iter().all(|&i| i < 5000), "{got:?}");
+        assert!(got.len() >= ids(&full, rare).len());
+        assert!(truncate(&full, 3).is_err(), "cutting away [MASK] is refused");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::taps::{AxisTaps, axis_taps};
-use crate::{MEAN, SIDE_BIG, SIDE_SMALL, STD};
+use crate::{MEAN, STD};
 
 /// One resampling pass inside the packed tables: tap `k` of output row `r` is entry
 /// `offset + k * rows + r`.
@@ -51,9 +51,8 @@ impl Tables {
         for k in 0..4 {
             for (s, t) in taps.iter().enumerate() {
                 let base = s * stride;
-                self.index.extend(
-                    t.index.iter().map(|i| i32::try_from(base + i[k] as usize).expect("batch rows fit in i32")),
-                );
+                // In range: `Canvases::check` bounds every row index of the batch by i32::MAX.
+                self.index.extend(t.index.iter().map(|i| (base + i[k] as usize) as i32));
                 self.weight.extend(t.weight.iter().map(|w| (w[k] * scale) as f32));
             }
         }
@@ -120,74 +119,110 @@ pub(crate) fn resample_rows<B: Backend>(
     }
 }
 
-/// Checks the batch description; panics with a message on a malformed one.
-pub(crate) fn validate(
-    pixels: &[u8],
-    n: usize,
-    canvas_h: usize,
-    canvas_w: usize,
-    crops: &[(u32, u32, u32, u32)],
-    flips: &[bool],
-) {
-    assert!(n > 0, "empty batch");
-    assert_eq!(pixels.len(), n * canvas_h * canvas_w, "pixels is not n × canvas_h × canvas_w");
-    assert_eq!(crops.len(), n, "one crop per sample");
-    assert_eq!(flips.len(), n, "one flip bit per sample");
-    for (i, &(top, left, h, w)) in crops.iter().enumerate() {
-        assert!(h > 0 && w > 0, "sample {i}: empty crop");
-        assert!(
-            (top + h) as usize <= canvas_h && (left + w) as usize <= canvas_w,
-            "sample {i}: crop {:?} leaves the {canvas_h}×{canvas_w} canvas",
-            crops[i]
-        );
+/// One loader batch as the augmentation reads it: `n × height × width` u8 grayscale canvases
+/// (each image top-left in its canvas), per sample a crop `(top, left, height, width)` in image
+/// pixels (torchvision `RandomResizedCrop`'s `i, j, h, w`) and a horizontal-flip bit.
+#[derive(Debug, Clone, Copy)]
+pub struct Canvases<'a> {
+    /// `n · height · width` pixels.
+    pub pixels: &'a [u8],
+    /// Samples.
+    pub n: usize,
+    /// Canvas rows.
+    pub height: usize,
+    /// Canvas columns.
+    pub width: usize,
+    /// One crop per sample.
+    pub crops: &'a [(u32, u32, u32, u32)],
+    /// One flip bit per sample.
+    pub flips: &'a [bool],
+}
+
+/// A batch the augmentation cannot process; names the sample where there is one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AugmentError {
+    /// No sample, or an output side that is zero or odd.
+    #[error("nothing to augment: {0}")]
+    Empty(String),
+    /// The buffers disagree with `n` and the canvas size.
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+    /// A crop is empty or leaves the canvas.
+    #[error("sample {sample}: crop {crop:?} is empty or leaves the {height}×{width} canvas")]
+    Crop {
+        /// Index in the batch.
+        sample: usize,
+        /// The crop `(top, left, height, width)`.
+        crop: (u32, u32, u32, u32),
+        /// Canvas rows.
+        height: usize,
+        /// Canvas columns.
+        width: usize,
+    },
+}
+
+impl Canvases<'_> {
+    /// Checks the description against itself and the output side `side` (the `big` image).
+    pub fn check(&self, side: usize) -> Result<(), AugmentError> {
+        let malformed = |what: String| Err(AugmentError::Malformed(what));
+        if self.n == 0 || side == 0 || side % 2 == 1 {
+            return Err(AugmentError::Empty(format!("{} samples, output side {side} (must be even)", self.n)));
+        }
+        let rows = self.n.checked_mul(self.height.max(self.width).max(side));
+        if rows.is_none_or(|r| r > i32::MAX as usize) {
+            return malformed(format!("{} samples of {}×{} exceed the index range", self.n, self.height, self.width));
+        }
+        if Some(self.pixels.len()) != self.n.checked_mul(self.height * self.width) {
+            let want = format!("{} × {} × {}", self.n, self.height, self.width);
+            return malformed(format!("{} pixels for {want}", self.pixels.len()));
+        }
+        if self.crops.len() != self.n || self.flips.len() != self.n {
+            let got = (self.crops.len(), self.flips.len());
+            return malformed(format!("{} samples but {} crops and {} flip bits", self.n, got.0, got.1));
+        }
+        for (sample, &crop) in self.crops.iter().enumerate() {
+            let (top, left, h, w) = crop;
+            let fits = |start: u32, len: u32, limit: usize| u64::from(start) + u64::from(len) <= limit as u64;
+            if h == 0 || w == 0 || !fits(top, h, self.height) || !fits(left, w, self.width) {
+                return Err(AugmentError::Crop { sample, crop, height: self.height, width: self.width });
+            }
+        }
+        Ok(())
     }
 }
 
 /// The device-side augmentation of one batch.
 ///
-/// `pixels` is `n × canvas_h × canvas_w` u8 grayscale (each image top-left in its canvas);
-/// `crops[i]` = `(top, left, height, width)` in image pixels (torchvision `RandomResizedCrop`'s
-/// `i, j, h, w`); `flips[i]` = horizontal flip. Returns
+/// Returns, for the output side `side` (448 in the paper, [`crate::SIDE_BIG`]),
 ///
-/// * `big`  `[n, 3, 448, 448]`: crop → bicubic resize to 448² (torch `F.interpolate(...,
+/// * `big`  `[n, 3, side, side]`: crop → bicubic resize to side² (torch `F.interpolate(...,
 ///   mode='bicubic', align_corners=False, antialias=False)`: a = −0.75, half-pixel centres,
 ///   border clamped to the crop) → flip → /255 → (x − 0.4721) / 0.3037 → 3 channels;
-/// * `imgs` `[n, 3, 224, 224]`: the same bicubic resize of the normalised `big` to 224², as the
+/// * `imgs` `[n, 3, side/2, side/2]`: the same bicubic resize of the normalised `big`, as the
 ///   official `forward` does (`Resize([224, 224], BICUBIC)` on the tensor, torchvision 0.14: no
 ///   antialias).
 ///
 /// One upload of the canvas (as u8) plus two small tap tables, then tensor ops only.
-///
-/// # Panics
-/// On a malformed batch (see the field descriptions) or a crop outside the canvas.
 pub fn augment<B: Backend>(
     device: &B::Device,
-    pixels: &[u8],
-    n: usize,
-    canvas_h: usize,
-    canvas_w: usize,
-    crops: &[(u32, u32, u32, u32)],
-    flips: &[bool],
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    augment_with(device, pixels, n, canvas_h, canvas_w, crops, flips, Resample::PerTap)
+    batch: &Canvases,
+    side: usize,
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>), AugmentError> {
+    augment_with(device, batch, side, Resample::PerTap)
 }
 
 /// [`augment`] with the pass layout chosen by `how`.
-#[allow(clippy::too_many_arguments)]
 pub fn augment_with<B: Backend>(
     device: &B::Device,
-    pixels: &[u8],
-    n: usize,
-    canvas_h: usize,
-    canvas_w: usize,
-    crops: &[(u32, u32, u32, u32)],
-    flips: &[bool],
+    batch: &Canvases,
+    side: usize,
     how: Resample,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    validate(pixels, n, canvas_h, canvas_w, crops, flips);
-    let (sb, ss) = (SIDE_BIG, SIDE_SMALL);
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>), AugmentError> {
+    batch.check(side)?;
+    let Canvases { pixels, n, height: canvas_h, width: canvas_w, crops, flips } = *batch;
+    let (sb, ss) = (side, side / 2);
 
-    // Host: tap tables (O(n · 448) work). The 1/255 and 1/std factors ride on the first pass's
+    // Host: tap tables (O(n · side) work). The 1/255 and 1/std factors ride on the first pass's
     // weights; the −mean/std offset commutes with every pass because each weight row sums to 1.
     let rows: Vec<AxisTaps> = crops.iter().map(|&(top, _, h, _)| axis_taps(top, h, sb, false)).collect();
     let cols: Vec<AxisTaps> =
@@ -217,5 +252,5 @@ pub fn augment_with<B: Backend>(
 
     let big = big_t.reshape([n, sb, sb]).swap_dims(1, 2).unsqueeze_dim::<4>(1).repeat_dim(1, 3);
     let small = small.reshape([n, 1, ss, ss]).repeat_dim(1, 3);
-    (big, small)
+    Ok((big, small))
 }

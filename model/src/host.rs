@@ -2,8 +2,9 @@
 //! the same [`crate::taps`] tables: a fast CPU path (for CPU-only runs) that is exact, unlike a
 //! `fast_image_resize` CatmullRom resize (a = −0.5, antialiased when shrinking, u8 output).
 
+use crate::augment::{AugmentError, Canvases};
 use crate::taps::{AxisTaps, axis_taps};
-use crate::{MEAN, SIDE_BIG, SIDE_SMALL, STD};
+use crate::{MEAN, STD};
 
 /// Separable resize of the `rows × cols` plane `src` (row stride `stride`) with `ty` over rows
 /// and `tx` over columns, positions relative to `src`; `scale · Σ + offset` into `out`.
@@ -40,17 +41,12 @@ fn resize_plane<T: Copy + Into<f32>>(
     }
 }
 
-/// [`crate::augment`] on the host: `(big, imgs)` row-major `[n, 3, 448, 448]`, `[n, 3, 224, 224]`.
-pub fn augment_host(
-    pixels: &[u8],
-    n: usize,
-    canvas_h: usize,
-    canvas_w: usize,
-    crops: &[(u32, u32, u32, u32)],
-    flips: &[bool],
-) -> (Vec<f32>, Vec<f32>) {
-    crate::augment::validate(pixels, n, canvas_h, canvas_w, crops, flips);
-    let (sb, ss) = (SIDE_BIG, SIDE_SMALL);
+/// [`crate::augment`] on the host: `(big, imgs)` row-major `[n, 3, side, side]`,
+/// `[n, 3, side/2, side/2]`.
+pub fn augment_host(batch: &Canvases, side: usize) -> Result<(Vec<f32>, Vec<f32>), AugmentError> {
+    batch.check(side)?;
+    let Canvases { pixels, n, height: canvas_h, width: canvas_w, crops, flips } = *batch;
+    let (sb, ss) = (side, side / 2);
     let halve = axis_taps(0, sb as u32, ss, false);
     let mut big = vec![0.0f32; n * 3 * sb * sb];
     let mut small = vec![0.0f32; n * 3 * ss * ss];
@@ -72,5 +68,5 @@ pub fn augment_host(
         small.copy_within(i * 3 * ss * ss..(i * 3 + 1) * ss * ss, (i * 3 + 1) * ss * ss);
         small.copy_within(i * 3 * ss * ss..(i * 3 + 1) * ss * ss, (i * 3 + 2) * ss * ss);
     }
-    (big, small)
+    Ok((big, small))
 }

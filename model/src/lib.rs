@@ -27,6 +27,7 @@ pub mod loss;
 pub mod net;
 pub mod reference;
 pub mod taps;
+pub mod train;
 
 pub use augment::augment;
 pub use config::EcampConfig;

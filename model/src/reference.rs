@@ -3,7 +3,8 @@
 //! four horizontal cubic interpolations, then one vertical), sharing no code with
 //! [`crate::taps`] or [`crate::augment`] so that a bug in either shows up as a mismatch.
 
-use crate::{MEAN, SIDE_BIG, SIDE_SMALL, STD};
+use crate::augment::{AugmentError, Canvases};
+use crate::{MEAN, STD};
 
 /// torch's `upsample_bicubic2d` of one `h × w` plane to `oh × ow`, `align_corners=False`,
 /// no antialias: half-pixel source coordinates, cubic convolution with a = −0.75, reads outside
@@ -44,27 +45,20 @@ pub fn bicubic_resize(src: &[f64], h: usize, w: usize, oh: usize, ow: usize) -> 
 }
 
 /// The reference augmentation: for every sample, cut the crop `(top, left, height, width)` out of
-/// its canvas, bicubic-resize it to 448², flip it if asked, scale by 1/255, normalise with
+/// its canvas, bicubic-resize it to side², flip it if asked, scale by 1/255, normalise with
 /// (x − 0.4721) / 0.3037 and replicate to 3 channels (`big`); then `imgs` = bicubic resize of the
-/// normalised `big` to 224² (what `Resize([224, 224], BICUBIC)` does to the tensor in the
-/// official `forward`). Both returned row-major, `[n, 3, side, side]`.
-pub fn augment_reference(
-    pixels: &[u8],
-    n: usize,
-    canvas_h: usize,
-    canvas_w: usize,
-    crops: &[(u32, u32, u32, u32)],
-    flips: &[bool],
-) -> (Vec<f64>, Vec<f64>) {
-    assert_eq!(pixels.len(), n * canvas_h * canvas_w);
-    let (sb, ss) = (SIDE_BIG, SIDE_SMALL);
+/// normalised `big` to (side/2)² (what `Resize([224, 224], BICUBIC)` does to the tensor in the
+/// official `forward`). Both returned row-major, `[n, 3, ·, ·]`.
+pub fn augment_reference(batch: &Canvases, side: usize) -> Result<(Vec<f64>, Vec<f64>), AugmentError> {
+    batch.check(side)?;
+    let Canvases { pixels, n, height: canvas_h, width: canvas_w, crops, flips } = *batch;
+    let (sb, ss) = (side, side / 2);
     let mut big = Vec::with_capacity(n * 3 * sb * sb);
     let mut small = Vec::with_capacity(n * 3 * ss * ss);
     for i in 0..n {
         let canvas = &pixels[i * canvas_h * canvas_w..(i + 1) * canvas_h * canvas_w];
         let (top, left, h, w) = crops[i];
         let (top, left, h, w) = (top as usize, left as usize, h as usize, w as usize);
-        assert!(top + h <= canvas_h && left + w <= canvas_w, "crop outside the canvas");
         let mut crop = Vec::with_capacity(h * w);
         for y in top..top + h {
             crop.extend(canvas[y * canvas_w + left..y * canvas_w + left + w].iter().map(|&p| f64::from(p)));
@@ -84,5 +78,5 @@ pub fn augment_reference(
             small.extend_from_slice(&half);
         }
     }
-    (big, small)
+    Ok((big, small))
 }

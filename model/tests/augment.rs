@@ -6,7 +6,7 @@ use burn::backend::NdArray;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor, TensorData};
-use ecamp_model::augment::{Resample, augment_with};
+use ecamp_model::augment::{AugmentError, Canvases, Resample, augment_with};
 use ecamp_model::host::augment_host;
 use ecamp_model::reference::{augment_reference, bicubic_resize};
 use ecamp_model::{SIDE_BIG, SIDE_SMALL, augment};
@@ -29,6 +29,19 @@ struct Case {
     w: usize,
     crops: Vec<(u32, u32, u32, u32)>,
     flips: Vec<bool>,
+}
+
+impl Case {
+    fn canvases(&self) -> Canvases<'_> {
+        Canvases {
+            pixels: &self.pixels,
+            n: self.n,
+            height: self.h,
+            width: self.w,
+            crops: &self.crops,
+            flips: &self.flips,
+        }
+    }
 }
 
 fn random_case(seed: u64, n: usize, h: usize, w: usize) -> Case {
@@ -74,16 +87,15 @@ fn max_abs(got: &[f32], want: &[f64]) -> f64 {
     got.iter().zip(want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max)
 }
 
-type AugmentFn =
-    fn(&Device<B>, &[u8], usize, usize, usize, &[(u32, u32, u32, u32)], &[bool]) -> (Tensor<B, 4>, Tensor<B, 4>);
+type AugmentFn = fn(&Device<B>, &Canvases, usize) -> Result<(Tensor<B, 4>, Tensor<B, 4>), AugmentError>;
 
 /// Runs `f` and the reference on `case`, returns (max error of big, of imgs).
 fn compare(f: AugmentFn, case: &Case) -> (f64, f64) {
     let device = Default::default();
-    let (big, small) = f(&device, &case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+    let (big, small) = f(&device, &case.canvases(), SIDE_BIG).unwrap();
     assert_eq!(big.dims(), [case.n, 3, SIDE_BIG, SIDE_BIG]);
     assert_eq!(small.dims(), [case.n, 3, SIDE_SMALL, SIDE_SMALL]);
-    let (want_big, want_small) = augment_reference(&case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+    let (want_big, want_small) = augment_reference(&case.canvases(), SIDE_BIG).unwrap();
     let big = big.into_data().convert::<f32>().into_vec::<f32>().unwrap();
     let small = small.into_data().convert::<f32>().into_vec::<f32>().unwrap();
     (max_abs(&big, &want_big), max_abs(&small, &want_small))
@@ -105,14 +117,10 @@ fn separable_gather_matches_the_reference() {
 
 fn augment_one_select(
     device: &Device<B>,
-    pixels: &[u8],
-    n: usize,
-    h: usize,
-    w: usize,
-    crops: &[(u32, u32, u32, u32)],
-    flips: &[bool],
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    augment_with::<B>(device, pixels, n, h, w, crops, flips, Resample::OneSelect)
+    batch: &Canvases,
+    side: usize,
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>), AugmentError> {
+    augment_with::<B>(device, batch, side, Resample::OneSelect)
 }
 
 #[test]
@@ -127,8 +135,8 @@ fn one_select_gather_matches_the_reference() {
 #[test]
 fn host_code_matches_the_reference() {
     for case in cases() {
-        let (big, small) = augment_host(&case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
-        let (want_big, want_small) = augment_reference(&case.pixels, case.n, case.h, case.w, &case.crops, &case.flips);
+        let (big, small) = augment_host(&case.canvases(), SIDE_BIG).unwrap();
+        let (want_big, want_small) = augment_reference(&case.canvases(), SIDE_BIG).unwrap();
         let (eb, es) = (max_abs(&big, &want_big), max_abs(&small, &want_small));
         println!("host f32    {}x{} n={}: max |err| big {eb:.3e}, imgs {es:.3e}", case.h, case.w, case.n);
         assert!(eb < TOLERANCE && es < TOLERANCE, "big {eb}, imgs {es}");
@@ -177,16 +185,51 @@ fn reference_sanity() {
     assert_eq!(bicubic_resize(&src, 5, 7, 5, 7), src);
     assert!(bicubic_resize(&[3.25; 35], 5, 7, 448, 448).iter().all(|v| (v - 3.25).abs() < 1e-12));
     // A full, unflipped crop of a constant canvas normalises as (v/255 − mean)/std.
-    let (big, small) = augment_reference(&[51u8; 6 * 4], 1, 6, 4, &[(0, 0, 6, 4)], &[false]);
+    let one = |pixels: &[u8], h: usize, w: usize, flip: bool| {
+        let (crops, flips) = ([(0, 0, h as u32, w as u32)], [flip]);
+        let batch = Canvases { pixels, n: 1, height: h, width: w, crops: &crops, flips: &flips };
+        augment_reference(&batch, SIDE_BIG).unwrap()
+    };
+    let (big, small) = one(&[51u8; 6 * 4], 6, 4, false);
     let want = (0.2 - 0.4721f64 as f32 as f64) / (0.3037f32 as f64);
     assert!(big.iter().chain(&small).all(|v| (v - want).abs() < 1e-12));
     // Flip mirrors the columns.
     let ramp: Vec<u8> = (0..16 * 16).map(|i| (i % 16 * 16) as u8).collect();
-    let (plain, _) = augment_reference(&ramp, 1, 16, 16, &[(0, 0, 16, 16)], &[false]);
-    let (flipped, _) = augment_reference(&ramp, 1, 16, 16, &[(0, 0, 16, 16)], &[true]);
+    let (plain, _) = one(&ramp, 16, 16, false);
+    let (flipped, _) = one(&ramp, 16, 16, true);
     for y in [0, 200, 447] {
         for x in [0, 3, 300] {
             assert_eq!(plain[y * 448 + x], flipped[y * 448 + 447 - x]);
         }
     }
+}
+
+/// The tiny preset's sizes (64 → 32) go through the same code.
+#[test]
+fn any_even_output_side() {
+    let case = random_case(4, 4, 50, 70);
+    let (big, small) = augment::<B>(&Default::default(), &case.canvases(), 64).unwrap();
+    assert_eq!((big.dims(), small.dims()), ([4, 3, 64, 64], [4, 3, 32, 32]));
+    let (want_big, want_small) = augment_reference(&case.canvases(), 64).unwrap();
+    let big = big.into_data().into_vec::<f32>().unwrap();
+    let small = small.into_data().into_vec::<f32>().unwrap();
+    assert!(max_abs(&big, &want_big) < TOLERANCE && max_abs(&small, &want_small) < TOLERANCE);
+}
+
+/// Malformed batches are errors that name the problem, never panics.
+#[test]
+fn malformed_batches_are_errors() {
+    let case = random_case(5, 2, 20, 30);
+    let dev = Default::default();
+    let mut crops = case.crops.clone();
+    crops[1] = (15, 0, 10, 5);
+    let bad = Canvases { crops: &crops, ..case.canvases() };
+    let err = augment::<B>(&dev, &bad, 64).unwrap_err();
+    assert!(matches!(err, AugmentError::Crop { sample: 1, .. }), "{err}");
+    let short = Canvases { pixels: &case.pixels[1..], ..case.canvases() };
+    assert!(matches!(augment_host(&short, 64), Err(AugmentError::Malformed(_))));
+    assert!(matches!(augment::<B>(&dev, &case.canvases(), 63), Err(AugmentError::Empty(_))));
+    let flips = [true];
+    let few = Canvases { flips: &flips, ..case.canvases() };
+    assert!(matches!(augment_reference(&few, 64), Err(AugmentError::Malformed(_))));
 }

@@ -6,6 +6,7 @@ mod distiller;
 mod fsck;
 mod ingest;
 mod init;
+mod pretrain;
 mod snapshot;
 mod vocab;
 
@@ -42,6 +43,8 @@ enum Command {
     /// Build or import the WordPiece vocabulary.
     #[command(subcommand)]
     Vocab(vocab::Command),
+    /// Pre-train ECAMP on a dataset snapshot (CPU or CUDA), with exact resume.
+    Pretrain(pretrain::Args),
     /// Benchmarks, reported as ratios against a peer measured in the same run.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -56,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(a) => ingest::run(a).await,
         Command::Distill(a) => distill::run(a).await,
         Command::Vocab(c) => vocab::run(c).await,
+        Command::Pretrain(a) => pretrain::run(a).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

@@ -20,6 +20,8 @@ use ecamp_ingest::image::ImageConfig;
 use ecamp_ingest::{IngestOptions, SourceSpec, ingest};
 use ecamp_loader::text::{TextConfig, TextPrep};
 use ecamp_loader::{Batch, Cursor, Loader, LoaderConfig};
+use ecamp_model::SIDE_BIG;
+use ecamp_model::augment::{AugmentError, Canvases};
 use ecamp_store::{Dataset, Location, SnapshotRef, TableKind};
 
 use super::median;
@@ -185,7 +187,7 @@ fn epoch_rate(loader: &Loader, epoch: u64, augment: Pixels) -> anyhow::Result<(f
     let mut n = 0;
     for batch in epoch.by_ref() {
         let batch = batch?;
-        aug.run(&batch, augment);
+        aug.run(&batch, augment)?;
         n += batch.len();
     }
     let wall = started.elapsed().as_secs_f64();
@@ -241,20 +243,28 @@ impl Augment {
         Augment { device: Default::default(), crops: Vec::new() }
     }
 
-    fn run(&mut self, b: &Batch, how: Pixels) {
+    fn run(&mut self, b: &Batch, how: Pixels) -> Result<(), AugmentError> {
         if b.is_empty() || how == Pixels::Device {
-            return;
+            return Ok(());
         }
         self.crops.clear();
         self.crops.extend(b.crops.iter().map(|c| (c.top, c.left, c.height, c.width)));
-        let (n, h, w) = (b.len(), b.canvas_height, b.canvas_width);
+        let canvases = Canvases {
+            pixels: &b.pixels,
+            n: b.len(),
+            height: b.canvas_height,
+            width: b.canvas_width,
+            crops: &self.crops,
+            flips: &b.flips,
+        };
         if how == Pixels::Ndarray {
-            let (big, imgs) = ecamp_model::augment::<NdArray>(&self.device, &b.pixels, n, h, w, &self.crops, &b.flips);
+            let (big, imgs) = ecamp_model::augment::<NdArray>(&self.device, &canvases, SIDE_BIG)?;
             // Wait for the values, as a training step would before using them.
             let _ = (big.into_data(), imgs.into_data());
         } else {
-            let _ = ecamp_model::host::augment_host(&b.pixels, n, h, w, &self.crops, &b.flips);
+            ecamp_model::host::augment_host(&canvases, SIDE_BIG)?;
         }
+        Ok(())
     }
 }
 

@@ -1,0 +1,125 @@
+//! Checkpoints: `DIR/checkpoints/step-NNNNNNNN/{model.mpk, optim.mpk, state.json}`, written to a
+//! temporary folder and renamed into place, then named in `DIR/checkpoints/latest`; a crash
+//! mid-write never leaves a checkpoint that looks complete.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+
+use super::optim::Optim;
+use super::{TrainConfig, TrainError, io_err};
+use crate::config::EcampConfig;
+use crate::ecamp::Ecamp;
+
+/// Version of the checkpoint layout.
+pub const FORMAT: u32 = 1;
+
+/// Everything besides the tensors that resuming needs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Layout version ([`FORMAT`]).
+    pub format: u32,
+    /// Batches trained.
+    pub step: u64,
+    /// Optimizer steps taken.
+    pub optimizer_steps: u64,
+    /// Loader cursor: the epoch to continue.
+    pub epoch: u64,
+    /// Loader cursor: samples of that epoch already consumed by all ranks.
+    pub samples: u64,
+    /// The pinned dataset snapshot trained on.
+    pub snapshot_id: String,
+    /// Loader seed (the order depends on it).
+    pub loader_seed: u64,
+    /// Global batch size.
+    pub batch_size: usize,
+    /// Model sizes and loss switches.
+    pub model: EcampConfig,
+    /// Optimisation settings.
+    pub train: TrainConfig,
+}
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Writes a checkpoint under `run_dir/checkpoints/` and returns its folder.
+pub fn save<B: AutodiffBackend>(
+    run_dir: &Path,
+    model: &Ecamp<B>,
+    optim: &Optim<B>,
+    state: &RunState,
+) -> Result<PathBuf, TrainError> {
+    let root = run_dir.join("checkpoints");
+    let name = format!("step-{:08}", state.step);
+    let done = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| ckpt_err(&tmp, e))?;
+    recorder().record(optim.to_record(), tmp.join("optim")).map_err(|e| ckpt_err(&tmp, e))?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| ckpt_err(&tmp, e))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
+    if done.exists() {
+        std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
+    }
+    std::fs::rename(&tmp, &done).map_err(io_err(&done))?;
+    let latest = root.join("latest");
+    let latest_tmp = root.join(".latest.tmp");
+    std::fs::write(&latest_tmp, &name).map_err(io_err(&latest_tmp))?;
+    std::fs::rename(&latest_tmp, &latest).map_err(io_err(&latest))?;
+    Ok(done)
+}
+
+/// The checkpoint folder `path` names: a checkpoint itself, or a run folder (its latest).
+pub fn locate(path: &Path) -> Result<PathBuf, TrainError> {
+    if path.join("state.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let latest = path.join("checkpoints").join("latest");
+    let name = std::fs::read_to_string(&latest).map_err(|e| {
+        ckpt_err(path, format!("neither a checkpoint (no state.json) nor a run folder ({latest:?}: {e})"))
+    })?;
+    let dir = path.join("checkpoints").join(name.trim());
+    if dir.join("state.json").is_file() {
+        Ok(dir)
+    } else {
+        Err(ckpt_err(&dir, "named by checkpoints/latest but has no state.json"))
+    }
+}
+
+/// Reads a checkpoint's state.
+pub fn load_state(dir: &Path) -> Result<RunState, TrainError> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let state: RunState = serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))?;
+    if state.format != FORMAT {
+        return Err(ckpt_err(&path, format!("layout version {} (this build reads {FORMAT})", state.format)));
+    }
+    Ok(state)
+}
+
+/// A model and its optimizer, as loaded from a checkpoint.
+pub type Loaded<B> = (Ecamp<B>, Optim<B>);
+
+/// Loads a checkpoint's weights into `model` and its moments into `optim`.
+pub fn load_tensors<B: AutodiffBackend>(
+    dir: &Path,
+    model: Ecamp<B>,
+    optim: Optim<B>,
+    device: &B::Device,
+) -> Result<Loaded<B>, TrainError> {
+    let model =
+        model.load_file(dir.join("model"), &recorder(), device).map_err(|e| ckpt_err(&dir.join("model.mpk"), e))?;
+    let record = recorder().load(dir.join("optim"), device).map_err(|e| ckpt_err(&dir.join("optim.mpk"), e))?;
+    Ok((model, optim.load_record(record)))
+}

@@ -1,0 +1,258 @@
+//! The training loop ([`fit`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use ecamp_loader::{Cursor, Loader};
+
+use super::checkpoint::{self, FORMAT, RunState};
+use super::inputs::to_inputs;
+use super::metrics::{MetricsLog, StepMetrics};
+use super::optim::{Optim, TimmAdamW, clip_global_norm};
+use super::{TrainConfig, TrainError};
+use crate::config::EcampConfig;
+use crate::ecamp::Ecamp;
+
+/// Receives every step's metrics (for a live progress line).
+pub type Progress<'a> = &'a mut dyn FnMut(&StepMetrics);
+
+/// What a finished `fit` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Batches trained in total (resumed runs included).
+    pub steps: u64,
+    /// Optimizer steps in total.
+    pub optimizer_steps: u64,
+    /// Batches trained by this call.
+    pub steps_this_run: u64,
+    /// Mean of the first and the last up to 10 steps of this call: (mim, sr, mlm) each.
+    pub first_losses: [f64; 3],
+    /// See `first_losses`.
+    pub last_losses: [f64; 3],
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Data-wait quantiles over this call's steps, seconds: p50, p99.
+    pub data_wait_p50_s: f64,
+    /// See `data_wait_p50_s`.
+    pub data_wait_p99_s: f64,
+    /// Mean step time of this call, seconds.
+    pub mean_step_s: f64,
+}
+
+/// Starts a run in `run_dir` (fresh, or from the checkpoint `resume` names) and trains on
+/// `loader` until `train.epochs` (or `train.max_steps`). `snapshot_id` must be the loader's.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B: AutodiffBackend>(
+    device: &B::Device,
+    model_config: &EcampConfig,
+    train: &TrainConfig,
+    loader: &Loader,
+    run_dir: &Path,
+    resume: Option<&Path>,
+    progress: Progress<'_>,
+) -> Result<Summary, TrainError> {
+    model_config.check().map_err(TrainError::Config)?;
+    train.check().map_err(TrainError::Config)?;
+    let per_epoch = loader.batches_per_epoch();
+    if per_epoch == 0 {
+        return Err(TrainError::Config(format!(
+            "the snapshot has {} samples, fewer than one batch of {}",
+            loader.rows(),
+            loader.config().batch_size
+        )));
+    }
+    std::fs::create_dir_all(run_dir).map_err(super::io_err(run_dir))?;
+    let snapshot_id = loader.snapshot().id.clone();
+    let fresh = RunState {
+        format: FORMAT,
+        step: 0,
+        optimizer_steps: 0,
+        epoch: 0,
+        samples: 0,
+        snapshot_id: snapshot_id.clone(),
+        loader_seed: loader.config().seed,
+        batch_size: loader.config().batch_size,
+        model: model_config.clone(),
+        train: train.clone(),
+    };
+    // Weight init draws from the backend's RNG: seed it so a run is reproducible.
+    B::seed(device, train.seed);
+    let mut model: Ecamp<B> = model_config.init(device);
+    let mut optim: Optim<B> = TimmAdamW::new(train).init();
+    let mut state = fresh;
+    if let Some(path) = resume {
+        let dir = checkpoint::locate(path)?;
+        let saved = checkpoint::load_state(&dir)?;
+        check_resume(&dir, &saved, &state)?;
+        (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
+        state = RunState { train: train.clone(), ..saved };
+    }
+    let mut log = MetricsLog::open(run_dir, state.step)?;
+
+    let batch_size = loader.config().batch_size as u64;
+    let mut cursor = Cursor { epoch: state.epoch, samples: state.samples };
+    let mut accumulator = GradientsAccumulator::<Ecamp<B>>::new();
+    let mut pending = 0u64;
+    let mut lr = train.lr_at(cursor.epoch as f64 + cursor.samples as f64 / batch_size as f64 / per_epoch as f64);
+    let mut record = Record::default();
+    let mut last_checkpoint = None;
+    let start_step = state.step;
+    let limit_reached = |step: u64| train.max_steps > 0 && step >= train.max_steps;
+
+    'epochs: while cursor.epoch < train.epochs && !limit_reached(state.step) {
+        let mut stream = loader.epoch(cursor)?;
+        loop {
+            let t0 = Instant::now();
+            let next = stream.next();
+            let wait = t0.elapsed().as_secs_f64();
+            let Some(batch) = next else { break };
+            let batch = batch?;
+            let it = batch.index;
+            if it.is_multiple_of(train.accum) {
+                lr = train.lr_at(batch.epoch as f64 + it as f64 / per_epoch as f64);
+            }
+            // Dropout draws from the backend RNG: one seed per step makes a resumed run repeat it.
+            B::seed(device, step_seed(train.seed, state.step));
+            let inputs = to_inputs::<B>(&batch, model_config, train.seed, device)?;
+            let losses = model.forward(inputs);
+            let values = [&losses.mim, &losses.sr, &losses.mlm, &losses.mlm_masked]
+                .map(|t| t.clone().into_scalar().elem::<f64>());
+            for (which, value) in ["MIM", "SR", "MLM"].into_iter().zip(values) {
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite { step: state.step + 1, which, value });
+                }
+            }
+            let loss = if train.accum > 1 { losses.total.div_scalar(train.accum as f64) } else { losses.total };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            pending += 1;
+            let mut grad_norm = None;
+            // The official loop steps when (it + 1) % accum == 0 and zeroes the gradients at
+            // each epoch start, so groups never straddle epochs.
+            if (it + 1).is_multiple_of(train.accum) {
+                let mut grads = accumulator.grads();
+                if let Some(max) = train.clip_grad {
+                    grad_norm = Some(clip_global_norm(&model, &mut grads, max));
+                }
+                model = optim.step(lr, model, grads);
+                state.optimizer_steps += 1;
+                pending = 0;
+            }
+            cursor = batch.cursor;
+            state.step += 1;
+            (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
+            let step_s = t0.elapsed().as_secs_f64();
+            let m = StepMetrics {
+                step: state.step,
+                optimizer_step: state.optimizer_steps,
+                epoch: batch.epoch as f64 + (it + 1) as f64 / per_epoch as f64,
+                lr,
+                mim: values[0],
+                sr: values[1],
+                mlm: values[2],
+                mlm_masked: values[3],
+                total: values[0] + values[1] + values[2],
+                data_wait_s: wait,
+                step_s,
+                samples_per_s: batch.len() as f64 / step_s,
+                grad_norm,
+            };
+            log.write(&m)?;
+            record.push(&m);
+            progress(&m);
+            let every = train.checkpoint_every;
+            if pending == 0
+                && every > 0
+                && state.optimizer_steps.is_multiple_of(every)
+                && (it + 1).is_multiple_of(train.accum)
+            {
+                last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
+            }
+            if limit_reached(state.step) {
+                break 'epochs;
+            }
+        }
+        // Epoch done: the official loop drops a partial accumulation group here.
+        accumulator = GradientsAccumulator::new();
+        pending = 0;
+        cursor = Cursor { epoch: cursor.epoch + 1, samples: 0 };
+        (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
+    }
+    if pending == 0 && state.step > start_step {
+        last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
+    }
+    Ok(record.summary(&state, state.step - start_step, last_checkpoint))
+}
+
+/// A resumed run must continue the same data and model.
+fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), TrainError> {
+    let mismatch = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: format!("was trained with {what} {a:?}, this run has {b:?}"),
+    };
+    if saved.snapshot_id != now.snapshot_id {
+        return Err(mismatch("snapshot", &saved.snapshot_id, &now.snapshot_id));
+    }
+    if saved.model != now.model {
+        return Err(mismatch("model config", &saved.model, &now.model));
+    }
+    if (saved.loader_seed, saved.batch_size) != (now.loader_seed, now.batch_size) {
+        return Err(mismatch(
+            "loader (seed, batch size)",
+            &(saved.loader_seed, saved.batch_size),
+            &(now.loader_seed, now.batch_size),
+        ));
+    }
+    Ok(())
+}
+
+/// The dropout seed of global step `step`.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    // splitmix64 of a mix, so neighbouring steps get unrelated streams.
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_add(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// This call's steps, for the summary.
+#[derive(Default)]
+struct Record {
+    losses: Vec<[f64; 3]>,
+    waits: Vec<f64>,
+    steps: Vec<f64>,
+}
+
+impl Record {
+    fn push(&mut self, m: &StepMetrics) {
+        self.losses.push([m.mim, m.sr, m.mlm]);
+        self.waits.push(m.data_wait_s);
+        self.steps.push(m.step_s);
+    }
+
+    fn summary(mut self, state: &RunState, steps_this_run: u64, checkpoint: Option<PathBuf>) -> Summary {
+        let mean = |rows: &[[f64; 3]]| {
+            let n = rows.len().max(1) as f64;
+            [0, 1, 2].map(|k| rows.iter().map(|r| r[k]).sum::<f64>() / n)
+        };
+        let k = self.losses.len().min(10);
+        self.waits.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            if self.waits.is_empty() { 0.0 } else { self.waits[((self.waits.len() - 1) as f64 * p).round() as usize] }
+        };
+        Summary {
+            steps: state.step,
+            optimizer_steps: state.optimizer_steps,
+            steps_this_run,
+            first_losses: mean(&self.losses[..k]),
+            last_losses: mean(&self.losses[self.losses.len() - k..]),
+            checkpoint,
+            data_wait_p50_s: q(0.5),
+            data_wait_p99_s: q(0.99),
+            mean_step_s: self.steps.iter().sum::<f64>() / self.steps.len().max(1) as f64,
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! `ecamp pretrain`: ECAMP pre-training on a pinned snapshot, on CPU (ndarray) or CUDA.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burn::backend::{Autodiff, NdArray};
+use burn::config::Config;
+use ecamp_ingest::vocab;
+use ecamp_loader::text::{TextConfig, TextPrep};
+use ecamp_loader::{Loader, LoaderConfig};
+use ecamp_model::EcampConfig;
+use ecamp_model::train::metrics::StepMetrics;
+use ecamp_model::train::{Summary, TrainConfig, fit};
+use ecamp_store::{Dataset, SnapshotRef};
+use tokenizers::Tokenizer;
+
+use super::print_json;
+
+/// Pre-train ECAMP (MIM + context-guided SR + image-conditioned MLM) on a dataset snapshot.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+The run folder gets metrics.jsonl (one line per step: the three losses, lr, data wait, step time),
+checkpoints/step-NNNNNNNN/ (weights, optimizer, loader cursor, snapshot id, full config) and
+checkpoints/latest. --resume DIR continues a run exactly (same per-step losses on ndarray); the
+snapshot must be the same one. Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs,
+lr 1e-3, batch 16; base = the official 120 of 200 epochs, lr 1.5e-4, batch 256.")]
+pub struct Args {
+    /// Dataset URL.
+    #[arg(long, env = "ECAMP_DATASET")]
+    dataset: String,
+    /// Snapshot: snap-<hex>, latest, or S[:A[:L]] table versions.
+    #[arg(long, default_value = "latest")]
+    snapshot: SnapshotRef,
+    /// Model preset.
+    #[arg(long, default_value = "tiny", value_parser = ["tiny", "base"])]
+    preset: String,
+    /// Model config JSON (an `EcampConfig`), instead of the preset's sizes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Training backend.
+    #[arg(long, value_enum, default_value = "ndarray")]
+    backend: BackendArg,
+    /// Run folder (metrics, checkpoints).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from a checkpoint folder or a run folder (its latest checkpoint).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// WordPiece tokenizer JSON; default: the vocabulary stored in the dataset (`ecamp vocab build`).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Epochs to train.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warmup epochs.
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Cosine horizon in epochs.
+    #[arg(long)]
+    horizon_epochs: Option<f64>,
+    /// Batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    accum: u64,
+    /// Clip the global gradient norm.
+    #[arg(long)]
+    clip_grad: Option<f64>,
+    /// Global batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of the data order, masking and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Loader CPU threads (default: cores − 1, at least 1).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Loader prefetch budget in MiB.
+    #[arg(long, default_value_t = 256)]
+    prefetch_mib: u64,
+    /// Checkpoint every N optimizer steps (always at the end).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Stop after N batches in total.
+    #[arg(long, default_value_t = 0)]
+    max_steps: u64,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// CPU, burn's ndarray backend.
+    Ndarray,
+    /// NVIDIA GPU, burn's CUDA backend (builds with `--features cuda`).
+    Cuda,
+}
+
+/// Runs the command.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let mut model = match &a.config {
+        Some(path) => EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?,
+        None => EcampConfig::preset(&a.preset).context("unknown preset")?,
+    };
+    let tiny = a.preset == "tiny";
+    let mut train = if tiny { TrainConfig::tiny() } else { TrainConfig::official() };
+    train.epochs = a.epochs.unwrap_or(train.epochs);
+    train.lr = a.lr.unwrap_or(train.lr);
+    train.warmup_epochs = a.warmup_epochs.unwrap_or(train.warmup_epochs);
+    train.horizon_epochs = a.horizon_epochs.unwrap_or(train.horizon_epochs);
+    train.accum = a.accum;
+    train.clip_grad = a.clip_grad;
+    train.seed = a.seed;
+    train.checkpoint_every = a.checkpoint_every;
+    train.max_steps = a.max_steps;
+    train.check().map_err(anyhow::Error::msg).context("invalid training settings")?;
+
+    let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
+    let tok = tokenizer(&ds, a.tokenizer.as_deref()).await?;
+    let tok = fit_vocabulary(tok, &mut model)?;
+    model.check().map_err(anyhow::Error::msg).context("invalid model config")?;
+    let text = TextPrep::new(&tok, TextConfig { max_len: model.max_len, ..TextConfig::default() })
+        .context("the tokenizer lacks a token the text preparation needs")?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cfg = LoaderConfig {
+        seed: a.seed,
+        batch_size: a.batch_size.unwrap_or(if tiny { 16 } else { 256 }),
+        workers: a.workers.unwrap_or(cores.saturating_sub(1).max(1)),
+        prefetch_bytes: a.prefetch_mib << 20,
+        ..LoaderConfig::default()
+    };
+    let (url, snap) = (a.dataset.clone(), a.snapshot.clone());
+    let loader = tokio::task::spawn_blocking(move || Loader::open(&url, &snap, text, cfg))
+        .await?
+        .with_context(|| format!("cannot open a loader on {}", a.dataset))?;
+    if !a.quiet {
+        eprintln!(
+            "pretrain: snapshot {} ({} samples, {} batches of {} per epoch), preset {}, {} epochs on {:?}",
+            loader.snapshot().id,
+            loader.rows(),
+            loader.batches_per_epoch(),
+            loader.config().batch_size,
+            a.preset,
+            train.epochs,
+            a.backend
+        );
+    }
+    let (out, resume, quiet, backend) = (a.out.clone(), a.resume.clone(), a.quiet, a.backend);
+    let summary = tokio::task::spawn_blocking(move || {
+        let mut line = ProgressLine::new(quiet, train.epochs);
+        let mut progress = |m: &StepMetrics| line.show(m);
+        match backend {
+            BackendArg::Ndarray => {
+                fit::<Autodiff<NdArray>>(&Default::default(), &model, &train, &loader, &out, resume.as_deref(), &mut progress)
+                    .map_err(anyhow::Error::from)
+            }
+            BackendArg::Cuda => cuda::fit(&model, &train, &loader, &out, resume.as_deref(), &mut progress),
+        }
+    })
+    .await??;
+    report(&summary, &a.out, a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! The CUDA path (device 0).
+    use super::*;
+    use ecamp_model::train::Progress;
+
+    pub fn fit(
+        model: &EcampConfig,
+        train: &TrainConfig,
+        loader: &Loader,
+        out: &Path,
+        resume: Option<&Path>,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<Summary> {
+        type B = Autodiff<burn::backend::Cuda>;
+        let device = burn::backend::cuda::CudaDevice::new(0);
+        Ok(ecamp_model::train::fit::<B>(&device, model, train, loader, out, resume, progress)?)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    //! Without the `cuda` feature the CUDA backend is not compiled in.
+    use super::*;
+    use ecamp_model::train::Progress;
+
+    pub fn fit(
+        _: &EcampConfig,
+        _: &TrainConfig,
+        _: &Loader,
+        _: &Path,
+        _: Option<&Path>,
+        _: Progress<'_>,
+    ) -> anyhow::Result<Summary> {
+        bail!("this ecamp was built without CUDA; rebuild with `cargo build --release --features cuda`")
+    }
+}
+
+/// The tokenizer: the given file, or the one vocabulary stored in the dataset.
+async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenizer> {
+    if let Some(path) = path {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read the tokenizer {}", path.display()))?;
+        return vocab::load(&bytes).with_context(|| format!("{} is not a usable tokenizer", path.display()));
+    }
+    let stored = vocab::list_stored(ds).await.context("cannot list the dataset's vocabularies")?;
+    match stored.as_slice() {
+        [one] => vocab::fetch(ds, one).await.with_context(|| format!("cannot load {one}")),
+        [] => bail!("the dataset has no stored vocabulary: run `ecamp vocab build` or pass --tokenizer"),
+        many => bail!("the dataset stores {} vocabularies ({}): choose one with --tokenizer", many.len(), many.join(", ")),
+    }
+}
+
+/// Matches tokenizer and model: a larger vocabulary is cut to the model's (spec-tiny), a smaller
+/// one shrinks the model's embedding and MLM head to it.
+fn fit_vocabulary(tok: Tokenizer, model: &mut EcampConfig) -> anyhow::Result<Tokenizer> {
+    let size = tok.get_vocab_size(true);
+    if size > model.vocab_size {
+        return vocab::truncate(&tok, model.vocab_size).context("cannot cut the vocabulary to the model's size");
+    }
+    model.vocab_size = size;
+    Ok(tok)
+}
+
+/// The live progress line on stderr.
+struct ProgressLine {
+    quiet: bool,
+    epochs: u64,
+}
+
+impl ProgressLine {
+    fn new(quiet: bool, epochs: u64) -> Self {
+        Self { quiet, epochs }
+    }
+
+    fn show(&mut self, m: &StepMetrics) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rstep {:>6}  epoch {:>6.2}/{}  lr {:.2e}  mim {:.4}  sr {:.4}  mlm {:.4} (masked {:.3})  wait {:>6.1} ms  step {:>7.1} ms  {:>6.1} samples/s ",
+            m.step,
+            m.epoch,
+            self.epochs,
+            m.lr,
+            m.mim,
+            m.sr,
+            m.mlm,
+            m.mlm_masked,
+            m.data_wait_s * 1e3,
+            m.step_s * 1e3,
+            m.samples_per_s
+        );
+        let _ = err.flush();
+    }
+}
+
+/// Prints the summary.
+fn report(s: &Summary, out: &Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(s);
+    }
+    eprintln!();
+    println!("trained {} steps ({} this run, {} optimizer steps) into {}", s.steps, s.steps_this_run, s.optimizer_steps, out.display());
+    let [a, b, c] = s.first_losses;
+    let [x, y, z] = s.last_losses;
+    println!("losses (mean of first / last 10 steps): mim {a:.4} → {x:.4}, sr {b:.4} → {y:.4}, mlm {c:.4} → {z:.4}");
+    println!(
+        "step {:.1} ms mean; data wait p50 {:.2} ms, p99 {:.2} ms",
+        s.mean_step_s * 1e3,
+        s.data_wait_p50_s * 1e3,
+        s.data_wait_p99_s * 1e3
+    );
+    if let Some(c) = &s.checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    Ok(())
+}
