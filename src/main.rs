@@ -8,20 +8,33 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Keeps freed large buffers (row groups, batches) from lingering in glibc's heaps: glibc raises
-/// its mmap threshold after the first large free, after which multi-MB buffers are carved from
-/// arenas and RSS drifts well above the loader's byte budget. A fixed threshold returns them.
-fn tune_allocator() {
+/// Sets glibc's allocator for the command's memory pattern.
+///
+/// Data commands: keep freed large buffers (row groups, batches) from lingering in glibc's heaps.
+/// glibc raises its mmap threshold after the first large free, after which multi-MB buffers are
+/// carved from arenas and RSS drifts well above the loader's byte budget; a fixed 128 KiB
+/// threshold returns them.
+///
+/// Training: the opposite. Every step allocates and frees the same tensors; served by mmap each
+/// of them costs fresh zeroed pages (a third of a tiny CPU step went to page faults), so large
+/// blocks stay in the heap and the heap is not trimmed back.
+fn tune_allocator(training: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        if training {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        } else {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
     }
+    let _ = training;
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = cmd::Cli::parse();
+    tune_allocator(cli.is_training());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

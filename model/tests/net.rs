@@ -244,3 +244,16 @@ fn sr_upsampling_matches_torch_bilinear() {
     let diff = scalar((ours - theirs).abs().max().reshape([1]));
     assert!(diff < 1e-6, "{diff}");
 }
+
+#[test]
+fn patch_embedding_matmul_equals_the_strided_convolution() {
+    let dev = Default::default();
+    let model = tiny().init::<B>(&dev);
+    let imgs = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
+    let ours = model.encoder.patch_embed.forward(imgs.clone());
+    let conv = model.encoder.patch_embed.proj.forward(imgs); // [n, d, g, g]
+    let [n, d, g, _] = conv.dims();
+    let conv = conv.reshape([n, d, g * g]).swap_dims(1, 2);
+    let diff = scalar((ours - conv).abs().max().reshape([1]));
+    assert!(diff < 1e-5, "{diff}");
+}

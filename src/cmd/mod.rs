@@ -50,6 +50,13 @@ enum Command {
     Bench(bench::Command),
 }
 
+impl Cli {
+    /// Whether the command trains a model (it sets the allocator up differently).
+    pub fn is_training(&self) -> bool {
+        matches!(self.command, Command::Pretrain(_))
+    }
+}
+
 /// Runs the parsed command; the exit code says whether it found problems.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

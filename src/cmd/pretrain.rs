@@ -107,7 +107,9 @@ pub enum BackendArg {
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut model = match &a.config {
-        Some(path) => EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?,
+        Some(path) => {
+            EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?
+        }
         None => EcampConfig::preset(&a.preset).context("unknown preset")?,
     };
     let tiny = a.preset == "tiny";
@@ -158,10 +160,16 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mut line = ProgressLine::new(quiet, train.epochs);
         let mut progress = |m: &StepMetrics| line.show(m);
         match backend {
-            BackendArg::Ndarray => {
-                fit::<Autodiff<NdArray>>(&Default::default(), &model, &train, &loader, &out, resume.as_deref(), &mut progress)
-                    .map_err(anyhow::Error::from)
-            }
+            BackendArg::Ndarray => fit::<Autodiff<NdArray>>(
+                &Default::default(),
+                &model,
+                &train,
+                &loader,
+                &out,
+                resume.as_deref(),
+                &mut progress,
+            )
+            .map_err(anyhow::Error::from),
             BackendArg::Cuda => cuda::fit(&model, &train, &loader, &out, resume.as_deref(), &mut progress),
         }
     })
@@ -218,7 +226,9 @@ async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenize
     match stored.as_slice() {
         [one] => vocab::fetch(ds, one).await.with_context(|| format!("cannot load {one}")),
         [] => bail!("the dataset has no stored vocabulary: run `ecamp vocab build` or pass --tokenizer"),
-        many => bail!("the dataset stores {} vocabularies ({}): choose one with --tokenizer", many.len(), many.join(", ")),
+        many => {
+            bail!("the dataset stores {} vocabularies ({}): choose one with --tokenizer", many.len(), many.join(", "))
+        }
     }
 }
 
@@ -274,7 +284,13 @@ fn report(s: &Summary, out: &Path, json: bool) -> anyhow::Result<()> {
         return print_json(s);
     }
     eprintln!();
-    println!("trained {} steps ({} this run, {} optimizer steps) into {}", s.steps, s.steps_this_run, s.optimizer_steps, out.display());
+    println!(
+        "trained {} steps ({} this run, {} optimizer steps) into {}",
+        s.steps,
+        s.steps_this_run,
+        s.optimizer_steps,
+        out.display()
+    );
     let [a, b, c] = s.first_losses;
     let [x, y, z] = s.last_losses;
     println!("losses (mean of first / last 10 steps): mim {a:.4} → {x:.4}, sr {b:.4} → {y:.4}, mlm {c:.4} → {z:.4}");

@@ -87,8 +87,28 @@ impl<B: Backend> Block<B> {
 /// timm `PatchEmbed`: a `p × p` stride-`p` convolution.
 #[derive(Module, Debug)]
 pub struct PatchEmbed<B: Backend> {
-    /// The patchifying convolution.
+    /// The patchifying convolution (weight `[d, 3, p, p]`, as the official state dict).
     pub proj: Conv2d<B>,
+}
+
+impl<B: Backend> PatchEmbed<B> {
+    /// `[n, 3, g·p, g·p]` → `[n, g², d]` in raster order.
+    ///
+    /// A stride-`p` `p × p` convolution is a matmul over non-overlapping patches; computed as
+    /// one, because burn-ndarray's direct convolution (and its transposed-convolution backward)
+    /// took a quarter of a tiny CPU training step.
+    pub fn forward(&self, imgs: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [n, c, h, w] = imgs.dims();
+        let [d, _, p, _] = self.proj.weight.dims();
+        let (gh, gw) = (h / p, w / p);
+        let patches = imgs.reshape([n, c, gh, p, gw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([n, gh * gw, c * p * p]);
+        let weight = self.proj.weight.val().reshape([d, c * p * p]).transpose().unsqueeze_dim::<3>(0);
+        let x = patches.matmul(weight);
+        match &self.proj.bias {
+            Some(b) => x + b.val().reshape([1, 1, d]),
+            None => x,
+        }
+    }
 }
 
 /// What MAE's `random_masking` decided for a batch.
@@ -178,9 +198,9 @@ impl<B: Backend> Encoder<B> {
 
     /// Patch embedding plus positions, `[n, L, d]` in patch order.
     fn patch_tokens(&self, imgs: Tensor<B, 4>) -> Tensor<B, 3> {
-        let x = self.patch_embed.proj.forward(imgs);
-        let [n, d, gh, gw] = x.dims();
-        x.reshape([n, d, gh * gw]).swap_dims(1, 2) + self.pos_embed.val().narrow(1, 1, gh * gw)
+        let x = self.patch_embed.forward(imgs);
+        let l = x.dims()[1];
+        x + self.pos_embed.val().narrow(1, 1, l)
     }
 
     /// Prepends the class token and runs the blocks and the final norm.
