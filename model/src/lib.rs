@@ -28,6 +28,7 @@ pub mod net;
 pub mod reference;
 pub mod taps;
 pub mod train;
+pub mod weights;
 
 pub use augment::augment;
 pub use config::EcampConfig;

@@ -3,6 +3,7 @@
 mod bench;
 mod distill;
 mod distiller;
+mod forward;
 mod fsck;
 mod ingest;
 mod init;
@@ -43,6 +44,8 @@ enum Command {
     /// Build or import the WordPiece vocabulary.
     #[command(subcommand)]
     Vocab(vocab::Command),
+    /// One forward pass on given weights and batch; prints the three losses as JSON.
+    Forward(forward::Args),
     /// Pre-train ECAMP on a dataset snapshot (CPU or CUDA), with exact resume.
     Pretrain(pretrain::Args),
     /// Benchmarks, reported as ratios against a peer measured in the same run.
@@ -67,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Distill(a) => distill::run(a).await,
         Command::Vocab(c) => vocab::run(c).await,
         Command::Pretrain(a) => pretrain::run(a).await,
+        Command::Forward(a) => forward::run(a).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

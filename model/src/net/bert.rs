@@ -194,7 +194,7 @@ pub struct FusionLayer<B: Backend> {
     /// Text self-attention block.
     pub attention: Attention<B>,
     /// Cross-attention (raw context, no projection inside).
-    pub crossattention: SelfAttention<B>,
+    pub cross_self_attention: SelfAttention<B>,
     /// The GAP token's own linear.
     pub gap_mlp: Linear<B>,
     /// Output block of the fused context.
@@ -209,7 +209,7 @@ impl<B: Backend> FusionLayer<B> {
     fn new(c: &EcampConfig, device: &B::Device) -> Self {
         Self {
             attention: Attention::new(c, device),
-            crossattention: SelfAttention::new(c, device),
+            cross_self_attention: SelfAttention::new(c, device),
             gap_mlp: linear(c.bert_hidden, c.bert_hidden, true, device),
             out_layer: Output::new(c.bert_hidden, c, device),
             intermediate: Intermediate { dense: linear(c.bert_hidden, c.bert_intermediate, true, device) },
@@ -228,7 +228,7 @@ impl<B: Backend> FusionLayer<B> {
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let a = self.attention.forward(h0, text_bias);
         // The image mask is all ones: no bias on the cross-attention scores.
-        let (c, probs) = self.crossattention.forward(a.clone(), img, None);
+        let (c, probs) = self.cross_self_attention.forward(a.clone(), img, None);
         let c = c + self.gap_mlp.forward(gap);
         let b = self.out_layer.forward(c, a);
         (Layer::feed_forward(&self.intermediate, &self.output, b), probs)

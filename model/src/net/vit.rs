@@ -173,7 +173,9 @@ impl<B: Backend> Encoder<B> {
             .with_stride([patch, patch])
             .with_initializer(Initializer::Uniform { min: -bound, max: bound })
             .init(device);
-        proj.bias = Some(Param::from_tensor(Tensor::zeros([dim], device)));
+        // The conv bias keeps PyTorch's default (the official init only touches Linear/LayerNorm).
+        let fan_in = (3 * patch * patch) as f64;
+        proj.bias = Some(Initializer::Uniform { min: -fan_in.powf(-0.5), max: fan_in.powf(-0.5) }.init([dim], device));
         Self {
             patch_embed: PatchEmbed { proj },
             cls_token: normal_002([1, 1, dim], device),
