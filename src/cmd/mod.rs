@@ -56,7 +56,7 @@ enum Command {
 impl Cli {
     /// Whether the command trains a model (it sets the allocator up differently).
     pub fn is_training(&self) -> bool {
-        matches!(self.command, Command::Pretrain(_))
+        matches!(self.command, Command::Pretrain(_) | Command::Forward(_) | Command::Bench(bench::Command::Model(_)))
     }
 }
 

@@ -71,3 +71,31 @@ pub fn to_inputs<B: Backend>(
         ),
     })
 }
+
+/// Random inputs of the right shapes for benchmarks and smoke tests: N(0, 1) images, uniform
+/// noise, ids in `[5, vocab)` with every fifth position masked (id 3), the last eighth padding,
+/// unit weights and a centred SR window. Draws from the backend RNG (seed it first).
+pub fn synthetic<B: Backend>(config: &EcampConfig, n: usize, device: &B::Device) -> Inputs<B> {
+    use burn::tensor::Distribution;
+    let (s2, t, l, g) = (config.big_size(), config.max_len, config.num_patches(), config.grid());
+    let span = (config.vocab_size as i64 - 5).max(1);
+    let labels: Vec<i64> =
+        (0..n * t).map(|i| if i % t < t - t / 8 { 5 + (i as i64 * 7919) % span } else { 0 }).collect();
+    let ids: Vec<i64> = labels.iter().enumerate().map(|(i, &v)| if i % 5 == 1 && v != 0 { 3 } else { v }).collect();
+    let attention: Vec<f32> = labels.iter().map(|&v| f32::from(u8::from(v != 0))).collect();
+    let int = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, [n, t]), device);
+    let centre = ((g - config.sr_window) / 2) as i32;
+    Inputs {
+        big: Tensor::random([n, 3, s2, s2], Distribution::Normal(0.0, 1.0), device),
+        imgs: None,
+        noise: Tensor::random([n, l], Distribution::Default, device),
+        ids: int(ids),
+        labels: int(labels),
+        attention: Tensor::from_data(TensorData::new(attention, [n, t]), device),
+        weights: Tensor::ones([n, t], device),
+        window: Tensor::from_data(
+            TensorData::new(window_mask(&vec![(centre, centre); n], g, config.sr_window), [n, g, g]),
+            device,
+        ),
+    }
+}

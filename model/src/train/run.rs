@@ -102,8 +102,12 @@ pub fn fit<B: AutodiffBackend>(
     let start_step = state.step;
     let limit_reached = |step: u64| train.max_steps > 0 && step >= train.max_steps;
 
+    let mut ahead: Option<ecamp_loader::Epoch> = None;
     'epochs: while cursor.epoch < train.epochs && !limit_reached(state.step) {
-        let mut stream = loader.epoch(cursor)?;
+        let mut stream = match ahead.take() {
+            Some(s) => s,
+            None => loader.epoch(cursor)?,
+        };
         loop {
             let t0 = Instant::now();
             let next = stream.next();
@@ -111,6 +115,11 @@ pub fn fit<B: AutodiffBackend>(
             let Some(batch) = next else { break };
             let batch = batch?;
             let it = batch.index;
+            // Start the next epoch's pipeline two batches early so that its first reads and
+            // decodes overlap this epoch's last steps (both pipelines hold their budget briefly).
+            if ahead.is_none() && it + 2 >= per_epoch && batch.epoch + 1 < train.epochs {
+                ahead = Some(loader.epoch(Cursor { epoch: batch.epoch + 1, samples: 0 })?);
+            }
             if it.is_multiple_of(train.accum) {
                 lr = train.lr_at(batch.epoch as f64 + it as f64 / per_epoch as f64);
             }

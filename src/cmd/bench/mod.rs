@@ -2,6 +2,7 @@
 
 mod ingest;
 mod loader;
+mod model;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,9 @@ pub enum Command {
     /// Loader throughput against pure zune-jpeg decoding of the same bytes on the same threads,
     /// and against the official ECAMP CPU pipeline in Python (torch DataLoader).
     Loader(loader::Args),
+    /// Training-step time of the model on burn's ndarray backend against the same architecture
+    /// in PyTorch on the CPU (`benches/model_peer/ecamp_torch.py`).
+    Model(model::Args),
 }
 
 /// Runs a benchmark.
@@ -21,6 +25,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Ingest(a) => ingest::run(a).await,
         Command::Loader(a) => loader::run(a).await,
+        Command::Model(a) => model::run(a).await,
     }
 }
 

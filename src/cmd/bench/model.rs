@@ -1,0 +1,133 @@
+//! `ecamp bench model`: the training step of the tiny (or base) model on burn's ndarray backend
+//! against the same architecture in PyTorch on the CPU (`benches/model_peer/ecamp_torch.py
+//! bench-step`), measured in the same run with the same threads, batch and optimizer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::backend::{Autodiff, NdArray};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::Backend;
+use ecamp_model::EcampConfig;
+use ecamp_model::train::TrainConfig;
+use ecamp_model::train::inputs::synthetic;
+use ecamp_model::train::optim::TimmAdamW;
+
+use super::median;
+use crate::cmd::print_json;
+
+/// Training-step time against PyTorch on the CPU.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model preset.
+    #[arg(long, default_value = "tiny", value_parser = ["tiny", "base"])]
+    preset: String,
+    /// Samples per step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Timed steps of each contender.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// CPU threads of both (ndarray's rayon pool, torch.set_num_threads); default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Python with torch (`benches/loader_peer/setup.sh` makes one); without it only ecamp runs.
+    #[arg(long, env = "ECAMP_BENCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the benchmark.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let config = EcampConfig::preset(&a.preset).context("unknown preset")?.with_hidden_dropout(0.1);
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // rayon reads this when its global pool starts (at the first ndarray op).
+    // SAFETY: set before any thread that reads the environment is started by this benchmark.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    let (steps, warmup, n) = (a.steps.max(1), a.warmup, a.batch_size);
+    let c = config.clone();
+    let mut ours = tokio::task::spawn_blocking(move || ecamp_steps(&c, n, warmup, steps)).await??;
+    let ecamp_ms = median(&mut ours);
+    let torch_ms = match &a.python {
+        Some(py) => Some(torch_steps(py, &a.preset, n, warmup, steps, threads)?),
+        None => None,
+    };
+    let ratio = torch_ms.map(|t| ecamp_ms / t);
+    if a.json {
+        print_json(&serde_json::json!({
+            "preset": a.preset, "batch_size": n, "threads": threads, "steps": steps,
+            "ecamp_ndarray_step_ms": ecamp_ms, "pytorch_cpu_step_ms": torch_ms, "ratio_ecamp_over_pytorch": ratio,
+        }))?;
+    } else {
+        println!("{} training step, batch {n}, {threads} threads, median of {steps} steps:", a.preset);
+        println!("  ecamp (burn ndarray) : {ecamp_ms:>8.1} ms");
+        match (torch_ms, ratio) {
+            (Some(t), Some(r)) => println!("  PyTorch CPU (eager)  : {t:>8.1} ms\n  ratio ecamp / PyTorch: {r:.2}×"),
+            _ => println!("  PyTorch: skipped (no --python)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds per full step (forward, backward, AdamW) on ndarray.
+fn ecamp_steps(config: &EcampConfig, n: usize, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
+    type A = Autodiff<NdArray>;
+    let device = Default::default();
+    A::seed(&device, 1);
+    let mut model = config.init::<A>(&device);
+    let train = TrainConfig::tiny();
+    let mut optim = TimmAdamW::new(&train).init::<A, ecamp_model::Ecamp<A>>();
+    let batches: Vec<_> = (0..4).map(|_| synthetic::<A>(config, n, &device)).collect();
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let losses = model.forward(batches[i % batches.len()].clone());
+        let total = losses.total.clone().into_scalar().elem::<f64>();
+        if !total.is_finite() {
+            bail!("step {i}: the loss is not finite");
+        }
+        let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
+}
+
+/// The PyTorch peer's median step in milliseconds.
+fn torch_steps(
+    py: &PathBuf,
+    preset: &str,
+    n: usize,
+    warmup: usize,
+    steps: usize,
+    threads: usize,
+) -> anyhow::Result<f64> {
+    let script = std::path::Path::new("benches/model_peer/ecamp_torch.py");
+    if !script.is_file() {
+        bail!("{} not found: run the benchmark from the repository root", script.display());
+    }
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .args(["bench-step", "--preset", preset])
+        .args(["--batch-size", &n.to_string(), "--steps", &steps.to_string(), "--warmup", &warmup.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {}", py.display()))?;
+    if !out.status.success() {
+        bail!("the PyTorch peer failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or(""))
+        .with_context(|| format!("unexpected output from the PyTorch peer: {text}"))?;
+    v["step_ms_median"].as_f64().context("the PyTorch peer printed no step_ms_median")
+}
