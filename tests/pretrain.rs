@@ -81,3 +81,26 @@ fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing") && err.contains("checkpoint"), "{}", text(&out));
 }
+
+/// Two data-parallel devices (both the CPU on ndarray, which exercises burn's multi-device
+/// optimizer step) split each global batch between two loader ranks: before any update the
+/// image losses equal the single-device run's on the same global batch; training goes on.
+#[test]
+fn two_devices_train_on_the_same_global_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dataset(dir.path(), 32);
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    pretrain(&url, &one, &["--max-steps", "4"]);
+    pretrain(&url, &two, &["--max-steps", "4", "--devices", "2"]);
+    let a = MetricsLog::read(&one.join("metrics.jsonl")).expect("metrics");
+    let b = MetricsLog::read(&two.join("metrics.jsonl")).expect("metrics");
+    assert_eq!((a.len(), b.len()), (4, 4));
+    // MIM and SR have no dropout: the mean of two half-batch losses is the full batch's.
+    for (x, y) in [(a[0].mim, b[0].mim), (a[0].sr, b[0].sr)] {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{x} vs {y}");
+    }
+    assert_eq!(b[3].optimizer_step, 2, "accumulation of 2 on two devices");
+    assert!(b.iter().all(|m| m.mim.is_finite() && m.sr.is_finite() && m.mlm.is_finite()));
+    assert!(two.join("checkpoints/latest").is_file());
+}

@@ -1,7 +1,7 @@
 //! The whole ECAMP model (spec §3, §5): image encoder, MAE decoder, SR head, the image→text
 //! bridge and the text branch, with one `forward` that returns the three losses.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
@@ -85,9 +85,29 @@ pub struct Outputs<B: Backend> {
     pub cross_attention: Tensor<B, 4>,
 }
 
+/// Draws every lazily initialised parameter now, in module order.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
 impl EcampConfig {
     /// The model with the official initialisation (spec §3.6).
+    ///
+    /// burn initialises parameters lazily, at first use; they are all drawn here, in module
+    /// order, so that the weights depend only on the backend seed at this call and not on
+    /// whatever else draws from the backend RNG before the first forward pass (dropout, the
+    /// order of use on several devices).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Ecamp<B> {
+        let model = self.build(device);
+        model.visit(&mut Materialize);
+        model
+    }
+
+    fn build<B: Backend>(&self, device: &B::Device) -> Ecamp<B> {
         Ecamp {
             encoder: Encoder::new(
                 self.img_size,

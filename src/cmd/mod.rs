@@ -7,6 +7,7 @@ mod forward;
 mod fsck;
 mod ingest;
 mod init;
+mod plots;
 mod pretrain;
 mod snapshot;
 mod vocab;

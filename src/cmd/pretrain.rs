@@ -11,7 +11,7 @@ use ecamp_ingest::vocab;
 use ecamp_loader::text::{TextConfig, TextPrep};
 use ecamp_loader::{Loader, LoaderConfig};
 use ecamp_model::EcampConfig;
-use ecamp_model::train::metrics::StepMetrics;
+use ecamp_model::train::metrics::{MetricsLog, StepMetrics};
 use ecamp_model::train::{Summary, TrainConfig, fit};
 use ecamp_store::{Dataset, SnapshotRef};
 use tokenizers::Tokenizer;
@@ -75,7 +75,11 @@ pub struct Args {
     /// Seed of the data order, masking and dropout.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Loader CPU threads (default: cores − 1, at least 1).
+    /// Devices to train on, data parallel, each fed by its own loader rank (CUDA: GPUs 0..N; on
+    /// ndarray every device is the CPU, which exercises the code path only).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Loader CPU threads in all (default: cores − 1, at least 1).
     #[arg(long)]
     workers: Option<usize>,
     /// Loader prefetch budget in MiB.
@@ -132,26 +136,36 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let text = TextPrep::new(&tok, TextConfig { max_len: model.max_len, ..TextConfig::default() })
         .context("the tokenizer lacks a token the text preparation needs")?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let cfg = LoaderConfig {
-        seed: a.seed,
-        batch_size: a.batch_size.unwrap_or(if tiny { 16 } else { 256 }),
-        workers: a.workers.unwrap_or(cores.saturating_sub(1).max(1)),
-        prefetch_bytes: a.prefetch_mib << 20,
-        ..LoaderConfig::default()
-    };
-    let (url, snap) = (a.dataset.clone(), a.snapshot.clone());
-    let loader = tokio::task::spawn_blocking(move || Loader::open(&url, &snap, text, cfg))
-        .await?
-        .with_context(|| format!("cannot open a loader on {}", a.dataset))?;
+    let world = a.devices.max(1);
+    let workers = a.workers.unwrap_or(cores.saturating_sub(1).max(1));
+    let mut loaders = Vec::with_capacity(world);
+    for rank in 0..world {
+        let cfg = LoaderConfig {
+            seed: a.seed,
+            batch_size: a.batch_size.unwrap_or(if tiny { 16 } else { 256 }),
+            rank,
+            world,
+            workers: (workers / world).max(1),
+            prefetch_bytes: (a.prefetch_mib << 20) / world as u64,
+            ..LoaderConfig::default()
+        };
+        let (url, snap, text) = (a.dataset.clone(), a.snapshot.clone(), text.clone());
+        let loader = tokio::task::spawn_blocking(move || Loader::open(&url, &snap, text, cfg))
+            .await?
+            .with_context(|| format!("cannot open loader rank {rank} on {}", a.dataset))?;
+        loaders.push(loader);
+    }
     if !a.quiet {
+        let loader = &loaders[0];
         eprintln!(
-            "pretrain: snapshot {} ({} samples, {} batches of {} per epoch), preset {}, {} epochs on {:?}",
+            "pretrain: snapshot {} ({} samples, {} batches of {} per epoch), preset {}, {} epochs on {} {:?} device(s)",
             loader.snapshot().id,
             loader.rows(),
             loader.batches_per_epoch(),
             loader.config().batch_size,
             a.preset,
             train.epochs,
+            world,
             a.backend
         );
     }
@@ -160,21 +174,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mut line = ProgressLine::new(quiet, train.epochs);
         let mut progress = |m: &StepMetrics| line.show(m);
         match backend {
-            BackendArg::Ndarray => fit::<Autodiff<NdArray>>(
-                &Default::default(),
-                &model,
-                &train,
-                &loader,
-                &out,
-                resume.as_deref(),
-                &mut progress,
-            )
-            .map_err(anyhow::Error::from),
-            BackendArg::Cuda => cuda::fit(&model, &train, &loader, &out, resume.as_deref(), &mut progress),
+            BackendArg::Ndarray => {
+                let devices = vec![Default::default(); loaders.len()];
+                fit::<Autodiff<NdArray>>(&devices, &model, &train, &loaders, &out, resume.as_deref(), &mut progress)
+                    .map_err(anyhow::Error::from)
+            }
+            BackendArg::Cuda => cuda::fit(&model, &train, &loaders, &out, resume.as_deref(), &mut progress),
         }
     })
     .await??;
+    let metrics = MetricsLog::read(&a.out.join("metrics.jsonl"))?;
+    let plots = super::plots::write(&a.out, &metrics).context("cannot write the plots")?;
     report(&summary, &a.out, a.json)?;
+    if !a.json {
+        let names: Vec<String> = plots.iter().map(|p| p.display().to_string()).collect();
+        println!("plots: {}", names.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -187,14 +202,14 @@ mod cuda {
     pub fn fit(
         model: &EcampConfig,
         train: &TrainConfig,
-        loader: &Loader,
+        loaders: &[Loader],
         out: &Path,
         resume: Option<&Path>,
         progress: Progress<'_>,
     ) -> anyhow::Result<Summary> {
         type B = Autodiff<burn::backend::Cuda>;
-        let device = burn::backend::cuda::CudaDevice::new(0);
-        Ok(ecamp_model::train::fit::<B>(&device, model, train, loader, out, resume, progress)?)
+        let devices: Vec<_> = (0..loaders.len()).map(burn::backend::cuda::CudaDevice::new).collect();
+        Ok(ecamp_model::train::fit::<B>(&devices, model, train, loaders, out, resume, progress)?)
     }
 }
 
@@ -207,7 +222,7 @@ mod cuda {
     pub fn fit(
         _: &EcampConfig,
         _: &TrainConfig,
-        _: &Loader,
+        _: &[Loader],
         _: &Path,
         _: Option<&Path>,
         _: Progress<'_>,

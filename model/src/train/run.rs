@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, MultiGradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::DeviceOps;
 use ecamp_loader::{Cursor, Loader};
 
 use super::checkpoint::{self, FORMAT, RunState};
@@ -42,39 +44,50 @@ pub struct Summary {
     pub mean_step_s: f64,
 }
 
-/// Starts a run in `run_dir` (fresh, or from the checkpoint `resume` names) and trains on
-/// `loader` until `train.epochs` (or `train.max_steps`). `snapshot_id` must be the loader's.
+/// Starts a run in `run_dir` (fresh, or from the checkpoint `resume` names) and trains until
+/// `train.epochs` (or `train.max_steps`).
+///
+/// Data parallel over `devices`: `loaders[d]` must be rank `d` of a world of `devices.len()` on
+/// the same snapshot and settings; each step every device runs forward and backward on its rank's
+/// slice of the global batch (the loss scaled by 1/world, so the summed gradients are those of
+/// the global batch) and burn's multi-device optimizer step (`step_multi`) sums the gradients.
+/// One device is the plain single-device loop.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B: AutodiffBackend>(
-    device: &B::Device,
+    devices: &[B::Device],
     model_config: &EcampConfig,
     train: &TrainConfig,
-    loader: &Loader,
+    loaders: &[Loader],
     run_dir: &Path,
     resume: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Summary, TrainError> {
     model_config.check().map_err(TrainError::Config)?;
     train.check().map_err(TrainError::Config)?;
-    let per_epoch = loader.batches_per_epoch();
+    let world = devices.len();
+    check_ranks(loaders, world)?;
+    if world > 1 && train.clip_grad.is_some() {
+        return Err(TrainError::Config("gradient clipping is single-device only for now".into()));
+    }
+    let (lead, device) = (&loaders[0], &devices[0]);
+    let per_epoch = lead.batches_per_epoch();
     if per_epoch == 0 {
         return Err(TrainError::Config(format!(
             "the snapshot has {} samples, fewer than one batch of {}",
-            loader.rows(),
-            loader.config().batch_size
+            lead.rows(),
+            lead.config().batch_size
         )));
     }
     std::fs::create_dir_all(run_dir).map_err(super::io_err(run_dir))?;
-    let snapshot_id = loader.snapshot().id.clone();
     let fresh = RunState {
         format: FORMAT,
         step: 0,
         optimizer_steps: 0,
         epoch: 0,
         samples: 0,
-        snapshot_id: snapshot_id.clone(),
-        loader_seed: loader.config().seed,
-        batch_size: loader.config().batch_size,
+        snapshot_id: lead.snapshot().id.clone(),
+        loader_seed: lead.config().seed,
+        batch_size: lead.config().batch_size,
         model: model_config.clone(),
         train: train.clone(),
     };
@@ -92,72 +105,97 @@ pub fn fit<B: AutodiffBackend>(
     }
     let mut log = MetricsLog::open(run_dir, state.step)?;
 
-    let batch_size = loader.config().batch_size as u64;
+    let batch_size = lead.config().batch_size as u64;
     let mut cursor = Cursor { epoch: state.epoch, samples: state.samples };
-    let mut accumulator = GradientsAccumulator::<Ecamp<B>>::new();
+    let mut accumulators: Vec<GradientsAccumulator<Ecamp<B>>> =
+        devices.iter().map(|_| GradientsAccumulator::new()).collect();
     let mut pending = 0u64;
     let mut lr = train.lr_at(cursor.epoch as f64 + cursor.samples as f64 / batch_size as f64 / per_epoch as f64);
     let mut record = Record::default();
     let mut last_checkpoint = None;
     let start_step = state.step;
     let limit_reached = |step: u64| train.max_steps > 0 && step >= train.max_steps;
+    let scale = (train.accum * world as u64) as f64;
 
-    let mut ahead: Option<ecamp_loader::Epoch> = None;
+    let mut ahead: Option<Vec<ecamp_loader::Epoch>> = None;
     'epochs: while cursor.epoch < train.epochs && !limit_reached(state.step) {
-        let mut stream = match ahead.take() {
+        let mut streams = match ahead.take() {
             Some(s) => s,
-            None => loader.epoch(cursor)?,
+            None => loaders.iter().map(|l| l.epoch(cursor)).collect::<Result<Vec<_>, _>>()?,
         };
         loop {
             let t0 = Instant::now();
-            let next = stream.next();
-            let wait = t0.elapsed().as_secs_f64();
-            let Some(batch) = next else { break };
-            let batch = batch?;
-            let it = batch.index;
-            // Start the next epoch's pipeline two batches early so that its first reads and
-            // decodes overlap this epoch's last steps (both pipelines hold their budget briefly).
-            if ahead.is_none() && it + 2 >= per_epoch && batch.epoch + 1 < train.epochs {
-                ahead = Some(loader.epoch(Cursor { epoch: batch.epoch + 1, samples: 0 })?);
-            }
-            if it.is_multiple_of(train.accum) {
-                lr = train.lr_at(batch.epoch as f64 + it as f64 / per_epoch as f64);
-            }
-            // Dropout draws from the backend RNG: one seed per step makes a resumed run repeat it.
-            B::seed(device, step_seed(train.seed, state.step));
-            let inputs = to_inputs::<B>(&batch, model_config, train.seed, device)?;
-            let losses = model.forward(inputs);
-            let values = [&losses.mim, &losses.sr, &losses.mlm, &losses.mlm_masked]
-                .map(|t| t.clone().into_scalar().elem::<f64>());
-            for (which, value) in ["MIM", "SR", "MLM"].into_iter().zip(values) {
-                if !value.is_finite() {
-                    return Err(TrainError::NonFinite { step: state.step + 1, which, value });
+            let mut batches = Vec::with_capacity(world);
+            for stream in &mut streams {
+                match stream.next() {
+                    Some(b) => batches.push(b?),
+                    None => break,
                 }
             }
-            let loss = if train.accum > 1 { losses.total.div_scalar(train.accum as f64) } else { losses.total };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
+            let wait = t0.elapsed().as_secs_f64();
+            if batches.len() < world {
+                break;
+            }
+            let (it, epoch, next_cursor) = (batches[0].index, batches[0].epoch, batches[0].cursor);
+            // Start the next epoch's pipelines two batches early so that their first reads and
+            // decodes overlap this epoch's last steps (both hold their budget briefly).
+            if ahead.is_none() && it + 2 >= per_epoch && epoch + 1 < train.epochs {
+                let next = Cursor { epoch: epoch + 1, samples: 0 };
+                ahead = Some(loaders.iter().map(|l| l.epoch(next)).collect::<Result<Vec<_>, _>>()?);
+            }
+            if it.is_multiple_of(train.accum) {
+                lr = train.lr_at(epoch as f64 + it as f64 / per_epoch as f64);
+            }
+            let mut values = [0.0f64; 4];
+            for (d, (batch, dev)) in batches.iter().zip(devices).enumerate() {
+                // Dropout draws from the backend RNG: one seed per step (and device) makes a
+                // resumed run repeat it.
+                B::seed(dev, step_seed(train.seed, state.step * world as u64 + d as u64));
+                let inputs = to_inputs::<B>(batch, model_config, train.seed, dev)?;
+                let replica = if world == 1 { model.clone() } else { model.clone().fork(dev) };
+                let losses = replica.forward(inputs);
+                let got = [&losses.mim, &losses.sr, &losses.mlm, &losses.mlm_masked]
+                    .map(|t| t.clone().into_scalar().elem::<f64>());
+                for (which, value) in ["MIM", "SR", "MLM"].into_iter().zip(got) {
+                    if !value.is_finite() {
+                        return Err(TrainError::NonFinite { step: state.step + 1, which, value });
+                    }
+                }
+                for (v, g) in values.iter_mut().zip(got) {
+                    *v += g / world as f64;
+                }
+                let loss = if scale > 1.0 { losses.total.div_scalar(scale) } else { losses.total };
+                let grads = GradientsParams::from_grads(loss.backward(), &replica);
+                accumulators[d].accumulate(&replica, grads);
+            }
             pending += 1;
             let mut grad_norm = None;
             // The official loop steps when (it + 1) % accum == 0 and zeroes the gradients at
             // each epoch start, so groups never straddle epochs.
             if (it + 1).is_multiple_of(train.accum) {
-                let mut grads = accumulator.grads();
-                if let Some(max) = train.clip_grad {
-                    grad_norm = Some(clip_global_norm(&model, &mut grads, max));
+                if world == 1 {
+                    let mut grads = accumulators[0].grads();
+                    if let Some(max) = train.clip_grad {
+                        grad_norm = Some(clip_global_norm(&model, &mut grads, max));
+                    }
+                    model = optim.step(lr, model, grads);
+                } else {
+                    let grads =
+                        accumulators.iter_mut().zip(devices).map(|(acc, dev)| (acc.grads(), dev.id())).collect();
+                    model = optim.step_multi(lr, model, MultiGradientsParams { grads });
                 }
-                model = optim.step(lr, model, grads);
                 state.optimizer_steps += 1;
                 pending = 0;
             }
-            cursor = batch.cursor;
+            cursor = next_cursor;
             state.step += 1;
             (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
             let step_s = t0.elapsed().as_secs_f64();
+            let samples: usize = batches.iter().map(|b| b.len()).sum();
             let m = StepMetrics {
                 step: state.step,
                 optimizer_step: state.optimizer_steps,
-                epoch: batch.epoch as f64 + (it + 1) as f64 / per_epoch as f64,
+                epoch: epoch as f64 + (it + 1) as f64 / per_epoch as f64,
                 lr,
                 mim: values[0],
                 sr: values[1],
@@ -166,18 +204,14 @@ pub fn fit<B: AutodiffBackend>(
                 total: values[0] + values[1] + values[2],
                 data_wait_s: wait,
                 step_s,
-                samples_per_s: batch.len() as f64 / step_s,
+                samples_per_s: samples as f64 / step_s,
                 grad_norm,
             };
             log.write(&m)?;
             record.push(&m);
             progress(&m);
             let every = train.checkpoint_every;
-            if pending == 0
-                && every > 0
-                && state.optimizer_steps.is_multiple_of(every)
-                && (it + 1).is_multiple_of(train.accum)
-            {
+            if pending == 0 && every > 0 && state.optimizer_steps.is_multiple_of(every) {
                 last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
             }
             if limit_reached(state.step) {
@@ -185,7 +219,7 @@ pub fn fit<B: AutodiffBackend>(
             }
         }
         // Epoch done: the official loop drops a partial accumulation group here.
-        accumulator = GradientsAccumulator::new();
+        accumulators = devices.iter().map(|_| GradientsAccumulator::new()).collect();
         pending = 0;
         cursor = Cursor { epoch: cursor.epoch + 1, samples: 0 };
         (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
@@ -194,6 +228,30 @@ pub fn fit<B: AutodiffBackend>(
         last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
     }
     Ok(record.summary(&state, state.step - start_step, last_checkpoint))
+}
+
+/// Loader `d` must be rank `d` of `world`, all on one snapshot with the same order settings.
+fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
+    if world == 0 || loaders.len() != world {
+        return Err(TrainError::Config(format!("{} loaders for {world} devices", loaders.len())));
+    }
+    let first = &loaders[0];
+    for (d, l) in loaders.iter().enumerate() {
+        let c = l.config();
+        if c.rank != d || c.world != world {
+            return Err(TrainError::Config(format!(
+                "loader {d} is rank {} of {}, expected {d} of {world}",
+                c.rank, c.world
+            )));
+        }
+        let same = l.snapshot().id == first.snapshot().id
+            && (c.seed, c.batch_size, c.shuffle_buffer)
+                == (first.config().seed, first.config().batch_size, first.config().shuffle_buffer);
+        if !same {
+            return Err(TrainError::Config(format!("loader {d} differs from loader 0 in snapshot or order settings")));
+        }
+    }
+    Ok(())
 }
 
 /// A resumed run must continue the same data and model.
