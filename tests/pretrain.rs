@@ -59,6 +59,19 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert!(a[2].lr > a[0].lr);
     assert!(whole.join("checkpoints/latest").is_file());
 
+    // The encoder exports with timm's names and PyTorch layouts.
+    let st = dir.path().join("encoder.safetensors");
+    let out = ecamp(&["export", "--checkpoint", &whole.display().to_string(), "--out", &st.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(&st).expect("read export");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let shape = |n: &str| tensors.tensor(n).map(|t| t.shape().to_vec()).unwrap_or_default();
+    assert_eq!(shape("blocks.0.attn.qkv.weight"), vec![192, 64], "torch Linear layout (out, in)");
+    assert_eq!(shape("patch_embed.proj.weight"), vec![64, 3, 4, 4]);
+    assert_eq!(shape("norm.weight"), vec![64]);
+    assert_eq!(shape("pos_embed"), vec![1, 65, 64]);
+    assert!(tensors.names().iter().all(|n| !n.starts_with("decoder") && !n.starts_with("text")), "encoder only");
+
     // New studies make a new snapshot: resuming on it would change the data, so it is refused.
     let out = ecamp(&["ingest", "--dataset", &url, "--source", "phantom:8:99", "--image-size", "64", "-q"]);
     assert!(out.status.success(), "{}", text(&out));

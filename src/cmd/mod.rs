@@ -3,6 +3,7 @@
 mod bench;
 mod distill;
 mod distiller;
+mod export;
 mod forward;
 mod fsck;
 mod ingest;
@@ -45,6 +46,8 @@ enum Command {
     /// Build or import the WordPiece vocabulary.
     #[command(subcommand)]
     Vocab(vocab::Command),
+    /// Export a checkpoint's image encoder as safetensors with timm's ViT names.
+    Export(export::Args),
     /// One forward pass on given weights and batch; prints the three losses as JSON.
     Forward(forward::Args),
     /// Pre-train ECAMP on a dataset snapshot (CPU or CUDA), with exact resume.
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vocab(c) => vocab::run(c).await,
         Command::Pretrain(a) => pretrain::run(a).await,
         Command::Forward(a) => forward::run(a).await,
+        Command::Export(a) => export::run(a).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

@@ -1,0 +1,44 @@
+//! `ecamp export`: a checkpoint's image encoder as safetensors with timm's ViT names, for
+//! downstream use in PyTorch (`timm.create_model(..., pretrained=False).load_state_dict`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::backend::NdArray;
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use ecamp_model::train::checkpoint;
+use ecamp_model::weights::save_encoder_timm;
+
+/// Export the image encoder of a checkpoint (or a run folder's latest) as timm-named safetensors.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint folder, or a run folder (its latest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs the command.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let dir = checkpoint::locate(&a.checkpoint)?;
+    let state = checkpoint::load_state(&dir)?;
+    let device = Default::default();
+    let model = state.model.init::<NdArray>(&device);
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let model = model
+        .load_file(dir.join("model"), &recorder, &device)
+        .with_context(|| format!("cannot read the weights in {}", dir.display()))?;
+    save_encoder_timm(&model, &a.out)?;
+    println!(
+        "encoder of {} (step {}, snapshot {}) written to {}",
+        dir.display(),
+        state.step,
+        state.snapshot_id,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
