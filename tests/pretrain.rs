@@ -72,6 +72,19 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_eq!(shape("pos_embed"), vec![1, 65, 64]);
     assert!(tensors.names().iter().all(|n| !n.starts_with("decoder") && !n.starts_with("text")), "encoder only");
 
+    // A fresh run can start from official-named (here: timm-named encoder) weights; a file that
+    // is not a weights file is a clear error.
+    let init = dir.path().join("init");
+    pretrain(&url, &init, &["--max-steps", "1", "--init", &st.display().to_string()]);
+    let started = MetricsLog::read(&init.join("metrics.jsonl")).expect("metrics");
+    assert_ne!(started[0].mim.to_bits(), a[0].mim.to_bits(), "the trained encoder changes the first loss");
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not safetensors").expect("write");
+    let run = init.display().to_string();
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run, "--init", &junk.display().to_string(), "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.safetensors"), "{}", text(&out));
+
     // New studies make a new snapshot: resuming on it would change the data, so it is refused.
     let out = ecamp(&["ingest", "--dataset", &url, "--source", "phantom:8:99", "--image-size", "64", "-q"]);
     assert!(out.status.success(), "{}", text(&out));

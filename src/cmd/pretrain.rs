@@ -48,6 +48,10 @@ pub struct Args {
     /// Continue from a checkpoint folder or a run folder (its latest checkpoint).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start a fresh run from official-named weights (.pth or .safetensors), e.g. MAE ViT-B as the
+    /// paper does: tensors the file has replace the initialisation, the rest keep it.
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// WordPiece tokenizer JSON; default: the vocabulary stored in the dataset (`ecamp vocab build`).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -127,6 +131,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     train.seed = a.seed;
     train.checkpoint_every = a.checkpoint_every;
     train.max_steps = a.max_steps;
+    train.init_weights = a.init.as_ref().map(|p| p.display().to_string());
     train.check().map_err(anyhow::Error::msg).context("invalid training settings")?;
 
     let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;

@@ -42,6 +42,10 @@ pub struct TrainConfig {
     /// Stop after this many batches in total (0 = no limit); for smoke runs and benchmarks.
     #[config(default = 0)]
     pub max_steps: u64,
+    /// Official-named weights (`.pth` / safetensors) to start a fresh run from, as the paper
+    /// starts from MAE ViT-B: the tensors the file has replace the initialisation, the others
+    /// keep it; a shape mismatch is an error.
+    pub init_weights: Option<String>,
 }
 
 impl TrainConfig {

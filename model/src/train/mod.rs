@@ -42,6 +42,9 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// Initial weights could not be loaded.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
     /// A loss became NaN or infinite.
     #[error("step {step}: the {which} loss is not finite ({value})")]
     NonFinite {

@@ -96,6 +96,15 @@ pub fn fit<B: AutodiffBackend>(
     let mut model: Ecamp<B> = model_config.init(device);
     let mut optim: Optim<B> = TimmAdamW::new(train).init();
     let mut state = fresh;
+    if let (None, Some(init)) = (resume, &train.init_weights) {
+        let report = crate::weights::load_official(&mut model, Path::new(init), true)?;
+        tracing::info!(
+            "initial weights from {init}: {} tensors loaded, {} kept their initialisation, {} unused",
+            report.applied,
+            report.missing.len(),
+            report.unused.len()
+        );
+    }
     if let Some(path) = resume {
         let dir = checkpoint::locate(path)?;
         let saved = checkpoint::load_state(&dir)?;
