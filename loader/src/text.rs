@@ -351,6 +351,18 @@ impl TextPrep {
         Ok(self.prepare_ids(enc.get_ids(), enc.get_attention_mask(), rng))
     }
 
+    /// Encodes `text_with_cls` to `max_len` ids and attention mask, unmasked (for inference,
+    /// e.g. attention maps): the same tokenisation as [`TextPrep::prepare`].
+    pub fn encode(&self, text_with_cls: &str) -> Result<(Vec<u32>, Vec<u32>), TextError> {
+        let enc = self.tokenizer.encode(text_with_cls, true).map_err(TextError::Tokenizer)?;
+        Ok((enc.get_ids().to_vec(), enc.get_attention_mask().to_vec()))
+    }
+
+    /// The vocabulary string of `id`, if it has one.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
     /// Masks and weights already-encoded ids; split out so tests can skip the tokenizer.
     fn prepare_ids(&self, ids: &[u32], attention: &[u32], rng: &mut impl Rng) -> Prepared {
         let templates = self.template_positions(ids);

@@ -171,6 +171,21 @@ impl<B: Backend> Ecamp<B> {
         Outputs { losses: Losses { mim, sr: res, mlm, total, mlm_masked }, pred, masking, sr, cross_attention }
     }
 
+    /// Cross-attention of every text position over every patch, `[n, heads, T, L]` with the
+    /// patches in grid order: the model run with mask ratio 0 and no shuffling (spec §6; the
+    /// official visualisation forgets to un-shuffle). `imgs [n, 3, S, S]`, `ids`/`attention [n, T]`.
+    pub fn entity_attention(
+        &self,
+        imgs: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        attention: Tensor<B, 2>,
+    ) -> Tensor<B, 4> {
+        let latent = self.encoder.forward_all(imgs);
+        let z = self.bert_mlp.forward(latent);
+        let l = z.dims()[1] - 1;
+        self.text.cross_attention(ids, attention, z.narrow(1, 1, l))
+    }
+
     /// The `[n, g, g]` window mask tensor for `(label_i, label_j)` offsets on this model's grid.
     pub fn window_tensor(&self, windows: &[(i32, i32)], device: &B::Device) -> Tensor<B, 3> {
         let g = self.grid;

@@ -22,6 +22,7 @@
 pub mod augment;
 pub mod config;
 pub mod ecamp;
+pub mod eval;
 pub mod host;
 pub mod loss;
 pub mod net;

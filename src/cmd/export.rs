@@ -4,10 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use burn::backend::NdArray;
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use ecamp_model::train::checkpoint;
 use ecamp_model::weights::save_encoder_timm;
 
@@ -25,13 +22,7 @@ pub struct Args {
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let dir = checkpoint::locate(&a.checkpoint)?;
-    let state = checkpoint::load_state(&dir)?;
-    let device = Default::default();
-    let model = state.model.init::<NdArray>(&device);
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let model = model
-        .load_file(dir.join("model"), &recorder, &device)
-        .with_context(|| format!("cannot read the weights in {}", dir.display()))?;
+    let (model, state) = checkpoint::load_model::<NdArray>(&dir, &Default::default())?;
     save_encoder_timm(&model, &a.out)?;
     println!(
         "encoder of {} (step {}, snapshot {}) written to {}",

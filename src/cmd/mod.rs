@@ -1,8 +1,11 @@
 //! Command-line interface: argument parsing and dispatch to one module per command.
 
+mod annotate;
 mod bench;
+mod demo;
 mod distill;
 mod distiller;
+mod downstream;
 mod export;
 mod forward;
 mod fsck;
@@ -10,6 +13,7 @@ mod ingest;
 mod init;
 mod plots;
 mod pretrain;
+mod probe;
 mod snapshot;
 mod vocab;
 
@@ -32,6 +36,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole job on built-in phantoms: ingest, pre-train, annotate windows, probe, report.
+    Demo(demo::Args),
     /// Create an empty dataset (marker; samples, annotations and labels tables) at a URL.
     Init(init::Args),
     /// List, show, pin and compare snapshots (a pinned version of each table).
@@ -52,6 +58,10 @@ enum Command {
     Forward(forward::Args),
     /// Pre-train ECAMP on a dataset snapshot (CPU or CUDA), with exact resume.
     Pretrain(pretrain::Args),
+    /// Linear-probe an encoder (checkpoint, imported weights or random) on labelled samples.
+    Probe(probe::Args),
+    /// Compute SR windows from a trained model's entity attention (a new annotations version).
+    AnnotateWindows(annotate::Args),
     /// Benchmarks, reported as ratios against a peer measured in the same run.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -60,13 +70,22 @@ enum Command {
 impl Cli {
     /// Whether the command trains a model (it sets the allocator up differently).
     pub fn is_training(&self) -> bool {
-        matches!(self.command, Command::Pretrain(_) | Command::Forward(_) | Command::Bench(bench::Command::Model(_)))
+        matches!(
+            self.command,
+            Command::Pretrain(_)
+                | Command::Forward(_)
+                | Command::AnnotateWindows(_)
+                | Command::Probe(_)
+                | Command::Demo(_)
+                | Command::Bench(bench::Command::Model(_))
+        )
     }
 }
 
 /// Runs the parsed command; the exit code says whether it found problems.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(a) => demo::run(a).await,
         Command::Init(a) => init::run(a).await,
         Command::Snapshot(c) => snapshot::run(c).await,
         Command::Fsck(a) => fsck::run(a).await,
@@ -76,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pretrain(a) => pretrain::run(a).await,
         Command::Forward(a) => forward::run(a).await,
         Command::Export(a) => export::run(a).await,
+        Command::Probe(a) => probe::run(a).await,
+        Command::AnnotateWindows(a) => annotate::run(a).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

@@ -96,3 +96,66 @@ fn chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> anyhow::R
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// A grouped bar chart: one group per category, one bar per series (values in 0..=1, e.g. AUC),
+/// with a dashed line at `reference` (e.g. chance).
+pub fn bars(
+    path: &Path,
+    title: &str,
+    categories: &[String],
+    series: &[(&str, Vec<f64>)],
+    reference: f64,
+) -> anyhow::Result<()> {
+    register_font()?;
+    let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());
+    const COLOURS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(170, 170, 170), RGBColor(255, 127, 14)];
+    let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let groups = categories.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..groups, 0f64..1f64)
+        .map_err(|e| err(&e))?;
+    let names = categories.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(categories.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 1e-6 { names.get(i).cloned().unwrap_or_default() } else { String::new() }
+        })
+        .y_desc("ROC-AUC")
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let width = 0.8 / series.len().max(1) as f64;
+    for (k, (name, values)) in series.iter().enumerate() {
+        let colour = COLOURS[k % COLOURS.len()];
+        let rects = values.iter().enumerate().map(|(i, v)| {
+            let x0 = i as f64 + 0.1 + k as f64 * width;
+            Rectangle::new([(x0, 0.0), (x0 + width * 0.95, v.clamp(0.0, 1.0))], colour.filled())
+        });
+        chart
+            .draw_series(rects)
+            .map_err(|e| err(&e))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], colour.filled()));
+    }
+    chart
+        .draw_series(DashedLineSeries::new([(0.0, reference), (groups, reference)], 6, 4, BLACK.stroke_width(1)))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -237,7 +237,7 @@ mod cuda {
 }
 
 /// The tokenizer: the given file, or the one vocabulary stored in the dataset.
-async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenizer> {
+pub(super) async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenizer> {
     if let Some(path) = path {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read the tokenizer {}", path.display()))?;
         return vocab::load(&bytes).with_context(|| format!("{} is not a usable tokenizer", path.display()));
@@ -254,7 +254,7 @@ async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenize
 
 /// Matches tokenizer and model: a larger vocabulary is cut to the model's (spec-tiny), a smaller
 /// one shrinks the model's embedding and MLM head to it.
-fn fit_vocabulary(tok: Tokenizer, model: &mut EcampConfig) -> anyhow::Result<Tokenizer> {
+pub(super) fn fit_vocabulary(tok: Tokenizer, model: &mut EcampConfig) -> anyhow::Result<Tokenizer> {
     let size = tok.get_vocab_size(true);
     if size > model.vocab_size {
         return vocab::truncate(&tok, model.vocab_size).context("cannot cut the vocabulary to the model's size");

@@ -303,15 +303,33 @@ impl<B: Backend> TextBranch<B> {
         attention: Tensor<B, 2>,
         img: Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let (mut h, probs, text_bias) = self.fuse(ids, attention, img);
+        for layer in &self.layers {
+            h = layer.forward(h, text_bias.clone());
+        }
+        (self.head.forward(h), probs)
+    }
+
+    /// Only the fusion layer's cross-attention probabilities `[n, heads, T, k]` (for attention
+    /// maps; the BERT layers and the MLM head are skipped).
+    pub fn cross_attention(&self, ids: Tensor<B, 2, Int>, attention: Tensor<B, 2>, img: Tensor<B, 3>) -> Tensor<B, 4> {
+        self.fuse(ids, attention, img).1
+    }
+
+    /// Embeddings and the fusion layer: hidden states, cross-attention probabilities and the
+    /// additive text mask the later layers reuse.
+    fn fuse(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        attention: Tensor<B, 2>,
+        img: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
         let gap = img.clone().mean_dim(1);
         // HF's extended mask: (1 − m) · finfo(f32).min, broadcast over heads and queries.
         let text_bias =
             attention.neg().add_scalar(1.0).mul_scalar(f32::MIN).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1);
         let h0 = self.embeddings.forward(ids);
-        let (mut h, probs) = self.fusion.forward(h0, img, gap, text_bias.clone());
-        for layer in &self.layers {
-            h = layer.forward(h, text_bias.clone());
-        }
-        (self.head.forward(h), probs)
+        let (h, probs) = self.fusion.forward(h0, img, gap, text_bias.clone());
+        (h, probs, text_bias)
     }
 }

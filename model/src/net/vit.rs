@@ -198,6 +198,14 @@ impl<B: Backend> Encoder<B> {
         self.transform(self.patch_tokens(imgs))
     }
 
+    /// Global-pool features as timm/MAE's `global_pool=True` computes them before `fc_norm`: the
+    /// mean of the patch tokens after the blocks, unmasked, without the final norm: `[n, d]`.
+    pub fn pooled(&self, imgs: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.blocks_on(self.patch_tokens(imgs));
+        let [n, t, d] = x.dims();
+        x.narrow(1, 1, t - 1).mean_dim(1).reshape([n, d])
+    }
+
     /// Patch embedding plus positions, `[n, L, d]` in patch order.
     fn patch_tokens(&self, imgs: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = self.patch_embed.forward(imgs);
@@ -207,13 +215,18 @@ impl<B: Backend> Encoder<B> {
 
     /// Prepends the class token and runs the blocks and the final norm.
     fn transform(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.norm.forward(self.blocks_on(x))
+    }
+
+    /// Prepends the class token and runs the blocks.
+    fn blocks_on(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let n = x.dims()[0];
         let cls = (self.cls_token.val() + self.pos_embed.val().narrow(1, 0, 1)).repeat_dim(0, n);
         let mut x = Tensor::cat(vec![cls, x], 1);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        self.norm.forward(x)
+        x
     }
 }
 

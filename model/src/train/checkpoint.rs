@@ -108,6 +108,20 @@ pub fn load_state(dir: &Path) -> Result<RunState, TrainError> {
     Ok(state)
 }
 
+/// A checkpoint's model for inference (any backend, no optimizer) and its state.
+pub fn load_model<B: burn::tensor::backend::Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Ecamp<B>, RunState), TrainError> {
+    let state = load_state(dir)?;
+    let model = state
+        .model
+        .init::<B>(device)
+        .load_file(dir.join("model"), &recorder(), device)
+        .map_err(|e| ckpt_err(&dir.join("model.mpk"), e))?;
+    Ok((model, state))
+}
+
 /// A model and its optimizer, as loaded from a checkpoint.
 pub type Loaded<B> = (Ecamp<B>, Optim<B>);
 

@@ -1,0 +1,185 @@
+//! What the downstream commands (`probe`, `annotate-windows`, `demo`) share: which model to
+//! evaluate, and streaming a snapshot's images through it in batches.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use arrow_array::{Array, BinaryArray, StringArray, StructArray};
+use burn::backend::NdArray;
+use burn::config::Config;
+use burn::tensor::backend::Backend;
+use ecamp_loader::sample::{decode_gray, verify_sha256};
+use ecamp_model::eval::features::GrayImage;
+use ecamp_model::train::checkpoint;
+use ecamp_model::weights::load_official;
+use ecamp_model::{Ecamp, EcampConfig};
+use ecamp_store::{AnnotationRow, Dataset, Snapshot, TableKind};
+
+/// The CPU backend the evaluation commands run on.
+pub type Cpu = NdArray;
+
+/// Largest image side decoded for evaluation (the ingest pipeline stores at most this).
+const MAX_SIDE: usize = 16_384;
+
+/// Which weights to evaluate: a checkpoint, official-named weights, or a fresh initialisation.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Checkpoint folder, or a run folder (its latest checkpoint) from `ecamp pretrain`.
+    #[arg(long, conflicts_with_all = ["weights", "random"])]
+    pub checkpoint: Option<PathBuf>,
+    /// Weights in the official naming (.pth or .safetensors, e.g. an imported PyTorch
+    /// checkpoint); tensors the file lacks keep their initialisation.
+    #[arg(long, conflicts_with = "random")]
+    pub weights: Option<PathBuf>,
+    /// A randomly initialised model (the baseline).
+    #[arg(long)]
+    pub random: bool,
+    /// Model preset for --weights / --random.
+    #[arg(long, default_value = "tiny", value_parser = ["tiny", "base"])]
+    pub preset: String,
+    /// Model config JSON (an `EcampConfig`) for --weights / --random, instead of the preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 42)]
+    pub init_seed: u64,
+}
+
+/// A model ready for evaluation and where it came from.
+pub struct LoadedModel<B: Backend> {
+    /// The model.
+    pub model: Ecamp<B>,
+    /// Its sizes.
+    pub config: EcampConfig,
+    /// One line naming the weights (for reports).
+    pub origin: String,
+}
+
+impl ModelArgs {
+    /// Loads the model these arguments name.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
+        if let Some(path) = &self.checkpoint {
+            let dir = checkpoint::locate(path)?;
+            let (model, state) = checkpoint::load_model::<B>(&dir, device)?;
+            let origin = format!("checkpoint {} (step {}, snapshot {})", dir.display(), state.step, state.snapshot_id);
+            return Ok(LoadedModel { model, config: state.model, origin });
+        }
+        if self.weights.is_none() && !self.random {
+            bail!("name the model to evaluate: --checkpoint DIR, --weights FILE or --random");
+        }
+        let config = model_config(&self.preset, self.config.as_ref())?;
+        B::seed(device, self.init_seed);
+        let mut model = config.init::<B>(device);
+        let origin = match &self.weights {
+            Some(path) => {
+                let report = load_official(&mut model, path, true)
+                    .with_context(|| format!("cannot load the weights {}", path.display()))?;
+                format!("weights {} ({} tensors loaded)", path.display(), report.applied)
+            }
+            None => format!("random init ({} preset, seed {})", self.preset, self.init_seed),
+        };
+        Ok(LoadedModel { model, config, origin })
+    }
+}
+
+/// The model sizes from a config file, else the preset.
+pub fn model_config(preset: &str, config: Option<&PathBuf>) -> anyhow::Result<EcampConfig> {
+    let c = match config {
+        Some(path) => {
+            EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?
+        }
+        None => EcampConfig::preset(preset).with_context(|| format!("unknown preset {preset}"))?,
+    };
+    c.check().map_err(anyhow::Error::msg).context("invalid model config")?;
+    Ok(c)
+}
+
+/// Decodes the images of the snapshot's samples that `wanted` names (sample id → caller's index)
+/// and hands them to `each` in batches of up to `batch` as `(indices, images)`, in file order.
+/// Returns which indices were found. An image that fails its hash or does not decode is an error
+/// that names the sample.
+pub async fn for_each_image_batch(
+    ds: &Dataset,
+    snap: &Snapshot,
+    wanted: &HashMap<String, usize>,
+    batch: usize,
+    each: &mut dyn FnMut(Vec<usize>, Vec<GrayImage>) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<bool>> {
+    let files = snap.table(TableKind::Samples).map(|p| p.files.clone()).unwrap_or_default();
+    let mut seen = vec![false; wanted.values().max().map_or(0, |m| m + 1)];
+    let (mut idx, mut imgs) = (Vec::new(), Vec::new());
+    let mut scratch = Vec::new();
+    for f in &files {
+        for b in ds.read_columns(TableKind::Samples, f, &["sample_id", "image", "image_sha256"]).await? {
+            let ids = ecamp_store::schema::sample_ids(&b)?;
+            let bytes = b
+                .column_by_name("image")
+                .and_then(|c| c.as_any().downcast_ref::<StructArray>())
+                .and_then(|s| s.column_by_name("bytes"))
+                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                .with_context(|| format!("samples/{}: column image.bytes missing or not binary", f.path))?;
+            let hashes = b
+                .column_by_name("image_sha256")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .with_context(|| format!("samples/{}: column image_sha256 missing or not text", f.path))?;
+            for (row, id) in ids.iter().enumerate() {
+                let Some(&i) = wanted.get(id) else { continue };
+                if seen[i] {
+                    continue;
+                }
+                let at = || format!("sample {id} (samples/{})", f.path);
+                if bytes.is_null(row) {
+                    bail!("{} has no stored image bytes", at());
+                }
+                verify_sha256(bytes.value(row), hashes.value(row)).with_context(at)?;
+                let (w, h) = decode_gray(bytes.value(row), MAX_SIDE, MAX_SIDE, &mut scratch)
+                    .with_context(|| format!("{}: cannot decode its image", at()))?;
+                imgs.push(GrayImage { width: w as u32, height: h as u32, pixels: scratch.clone() });
+                idx.push(i);
+                seen[i] = true;
+                if idx.len() == batch {
+                    each(std::mem::take(&mut idx), std::mem::take(&mut imgs))?;
+                }
+            }
+        }
+    }
+    if !idx.is_empty() {
+        each(idx, imgs)?;
+    }
+    Ok(seen)
+}
+
+/// The annotation in force for each sample of the snapshot: the newest `created_at` wins, later
+/// files (by path) on ties — the loader's rule.
+pub async fn latest_annotations(ds: &Dataset, snap: &Snapshot) -> anyhow::Result<HashMap<String, AnnotationRow>> {
+    let mut files = snap.table(TableKind::Annotations).map(|t| t.files.clone()).unwrap_or_default();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut joined: HashMap<String, AnnotationRow> = HashMap::new();
+    for f in &files {
+        for batch in ds.read_file(TableKind::Annotations, f).await? {
+            let rows = ecamp_store::schema::annotation_rows(&batch)
+                .with_context(|| format!("malformed annotations file annotations/{}", f.path))?;
+            for row in rows {
+                if joined.get(&row.sample_id).is_none_or(|a| row.created_at_us >= a.created_at_us) {
+                    joined.insert(row.sample_id.clone(), row);
+                }
+            }
+        }
+    }
+    Ok(joined)
+}
+
+/// The `(sample_id, labels JSON)` rows of the snapshot's labels table, in file order.
+pub async fn label_rows(ds: &Dataset, snap: &Snapshot) -> anyhow::Result<Vec<(String, String)>> {
+    let files = snap.table(TableKind::Labels).map(|t| t.files.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    for f in &files {
+        for batch in ds.read_file(TableKind::Labels, f).await? {
+            let rows = ecamp_store::schema::label_rows(&batch)
+                .with_context(|| format!("malformed labels file labels/{}", f.path))?;
+            out.extend(rows.into_iter().map(|r| (r.sample_id, r.labels_json)));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,297 @@
+//! `ecamp probe`: the linear probe of spec §7.1 on a dataset snapshot and a label source —
+//! frozen encoder, pooled features, a linear head; mean ROC-AUC (multi-label) or accuracy
+//! (single-label) on a patient-level test split.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burn::tensor::backend::Backend;
+use ecamp_eval::labels::{ChexpertClasses, LabelSet, LabelSource, LoadOptions, Task, Uncertain, phantom_labels};
+use ecamp_eval::metrics::{accuracy, mean_auc};
+use ecamp_eval::split::{split_by_patient, subsample_by_patient};
+use ecamp_model::eval::features::{CanvasBatch, GrayImage, encoder_inputs, probe_features};
+use ecamp_model::eval::probe::{Objective, ProbeConfig, Rows, train_probe};
+use ecamp_store::{Dataset, Snapshot, SnapshotRef};
+
+use super::downstream::{Cpu, LoadedModel, ModelArgs, for_each_image_batch, label_rows};
+use super::print_json;
+
+/// Linear-probe an encoder on labelled samples of a dataset.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Label sources: phantom (the dataset's own phantom ground truth), chestxray14:Data_Entry_2017.csv,
+chexpert:train.csv, rsna:stage_2_train_labels.csv, siim:train-rle.csv. A label row matches the
+sample whose id equals its key (image file name, path, patientId) or the key's file stem.
+Items are split by patient (--split), the training part reduced to --fraction percent of its
+patients (1 ⊂ 10 ⊂ 100, reproducibly); the head with the best validation score is tested.")]
+pub struct Args {
+    /// Dataset URL.
+    #[arg(long, env = "ECAMP_DATASET")]
+    pub dataset: String,
+    /// Snapshot: snap-<hex>, latest, or S[:A[:L]].
+    #[arg(long, default_value = "latest")]
+    pub snapshot: SnapshotRef,
+    /// Ground truth: phantom, chestxray14:FILE, chexpert:FILE, rsna:FILE or siim:FILE.
+    #[arg(long, default_value = "phantom")]
+    pub labels: LabelSource,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How labels are read, split and probed (shared with `ecamp demo`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Uncertain labels (CheXpert -1, phantom "uncertain"): ones, zeros or ignore.
+    #[arg(long, default_value = "ones")]
+    pub uncertain: Uncertain,
+    /// CheXpert: all 14 observations instead of the 5 competition classes.
+    #[arg(long)]
+    pub chexpert_all: bool,
+    /// Percent of the training patients to use (1, 10, 100, ...).
+    #[arg(long, default_value_t = 100.0)]
+    pub fraction: f64,
+    /// Train/validation/test fractions of the patients.
+    #[arg(long, default_value = "0.6,0.2,0.2", value_parser = parse_split)]
+    pub split: (f64, f64, f64),
+    /// Seed of the patient split and subsampling.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Probe optimizer steps.
+    #[arg(long, default_value_t = 1500)]
+    pub steps: usize,
+    /// Peak SGD learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Probe batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Images per encoder forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub feature_batch: usize,
+}
+
+fn parse_split(s: &str) -> Result<(f64, f64, f64), String> {
+    let parts: Vec<f64> =
+        s.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    match parts.as_slice() {
+        [a, b, c] if *a > 0.0 && *b > 0.0 && *c > 0.0 => Ok((*a, *b, *c)),
+        _ => Err(format!("'{s}': three positive fractions TRAIN,VAL,TEST expected")),
+    }
+}
+
+/// The outcome of one probe.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeResult {
+    /// Label source.
+    pub labels: String,
+    /// The weights probed.
+    pub model: String,
+    /// Snapshot the images came from.
+    pub snapshot: String,
+    /// `auc` (mean ROC-AUC over classes) or `accuracy`.
+    pub metric: &'static str,
+    /// The test score.
+    pub score: Option<f64>,
+    /// Per class: name and test AUC (multi-label only).
+    pub classes: Vec<(String, Option<f64>)>,
+    /// Items used for training, validation and test.
+    pub sizes: (usize, usize, usize),
+    /// Label rows without a sample in the snapshot.
+    pub unmatched: usize,
+    /// Percent of the training patients used.
+    pub fraction: f64,
+    /// Validation score of the kept head and its step.
+    pub validation: (f64, usize),
+}
+
+/// Runs the command.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
+    let snap = ds.resolve(&a.snapshot).await.with_context(|| format!("cannot resolve {}", a.snapshot))?;
+    let labels = load_labels(&ds, &snap, &a.labels, &a.probe).await?;
+    let model = a.model.load::<Cpu>(&Default::default())?;
+    let result = evaluate(&ds, &snap, &labels, &model, &a.probe).await?;
+    if let Some(path) = &a.out {
+        write_json(path, &result)?;
+    }
+    if a.json {
+        print_json(&result)?;
+    } else {
+        println!("{}", summary_line(&result));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line: metric, score, split sizes and the model.
+pub fn summary_line(r: &ProbeResult) -> String {
+    let score = r.score.map_or("undefined".to_string(), |s| format!("{s:.4}"));
+    format!(
+        "probe {}: test {} {score} ({} train / {} val / {} test, {}% of training patients) — {}",
+        r.labels, r.metric, r.sizes.0, r.sizes.1, r.sizes.2, r.fraction, r.model
+    )
+}
+
+/// Writes a value as pretty JSON to a file.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The label set a source names (phantom labels come from the snapshot's labels table).
+pub async fn load_labels(
+    ds: &Dataset,
+    snap: &Snapshot,
+    source: &LabelSource,
+    p: &ProbeArgs,
+) -> anyhow::Result<LabelSet> {
+    if let LabelSource::Phantom { focus } = source {
+        let rows = label_rows(ds, snap).await?;
+        if rows.is_empty() {
+            bail!("snapshot {} has no labels rows (phantom ground truth comes from `--source phantom:N`)", snap.id);
+        }
+        return Ok(phantom_labels(rows, p.uncertain, focus.as_deref())?);
+    }
+    let options = LoadOptions {
+        uncertain: p.uncertain,
+        chexpert_classes: if p.chexpert_all { ChexpertClasses::All } else { ChexpertClasses::Competition },
+        frontal_only: false,
+    };
+    source.load(&options).with_context(|| format!("cannot read the labels {source}"))
+}
+
+/// Features of every labelled item found in the snapshot; `None` where no sample matched.
+async fn features<B: Backend>(
+    ds: &Dataset,
+    snap: &Snapshot,
+    labels: &LabelSet,
+    model: &LoadedModel<B>,
+    batch: usize,
+) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+    let mut wanted: HashMap<String, usize> = HashMap::new();
+    for (i, item) in labels.items.iter().enumerate() {
+        wanted.insert(item.key.clone(), i);
+    }
+    for (i, item) in labels.items.iter().enumerate() {
+        if let Some(stem) = Path::new(&item.key).file_stem().and_then(|s| s.to_str()) {
+            wanted.entry(stem.to_string()).or_insert(i);
+        }
+    }
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; labels.items.len()];
+    let device: B::Device = Default::default();
+    let mut each = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
+        let rows = tokio::task::block_in_place(|| -> anyhow::Result<Vec<f32>> {
+            let batch = CanvasBatch::new(&imgs);
+            let x = encoder_inputs::<B>(&device, &batch.canvases(), model.config.img_size)?;
+            let f = probe_features(&model.model.encoder, x);
+            f.into_data().into_vec::<f32>().map_err(|e| anyhow::anyhow!("feature tensor: {e:?}"))
+        })?;
+        let d = rows.len() / idx.len().max(1);
+        for (k, i) in idx.into_iter().enumerate() {
+            out[i] = Some(rows[k * d..(k + 1) * d].to_vec());
+        }
+        Ok(())
+    };
+    for_each_image_batch(ds, snap, &wanted, batch.max(1), &mut each).await?;
+    Ok(out)
+}
+
+/// Probes `model` on the labelled samples of `snap`.
+pub async fn evaluate<B: Backend>(
+    ds: &Dataset,
+    snap: &Snapshot,
+    labels: &LabelSet,
+    model: &LoadedModel<B>,
+    p: &ProbeArgs,
+) -> anyhow::Result<ProbeResult> {
+    let feats = features(ds, snap, labels, model, p.feature_batch).await?;
+    let found: Vec<usize> = (0..feats.len()).filter(|&i| feats[i].is_some()).collect();
+    if found.is_empty() {
+        bail!("none of the {} label rows of {} matches a sample of snapshot {}", labels.len(), labels.name, snap.id);
+    }
+    let items: Vec<_> = found.iter().map(|&i| labels.items[i].clone()).collect();
+    let split = split_by_patient(&items, p.split_seed, p.split)?;
+    let train = subsample_by_patient(&split.train, &items, p.fraction / 100.0, p.split_seed)?;
+    if train.is_empty() || split.val.is_empty() || split.test.is_empty() {
+        bail!(
+            "{} matched items give an empty part ({} train / {} val / {} test): use more samples or another --split",
+            items.len(),
+            train.len(),
+            split.val.len(),
+            split.test.len()
+        );
+    }
+    let dim = feats[found[0]].as_ref().map_or(0, Vec::len);
+    let x = Rows::new(found.len(), dim, found.iter().flat_map(|&i| feats[i].clone().unwrap_or_default()).collect())
+        .context("features of unequal width")?;
+    let classes = labels.classes.len();
+    let (objective, metric) = match labels.task {
+        Task::MultiLabel => (Objective::MultiLabel, "auc"),
+        Task::SingleLabel => (Objective::SingleLabel, "accuracy"),
+    };
+    let y = targets(&items, classes, objective);
+    let score = |s: &Rows, t: &Rows| score_of(s, t, objective).0.unwrap_or(f64::NAN);
+    let cfg = ProbeConfig { lr: p.lr, batch_size: p.batch_size, steps: p.steps, ..ProbeConfig::default() };
+    let fit = tokio::task::block_in_place(|| {
+        train_probe(
+            (&x.select(&train), &y.select(&train)),
+            (&x.select(&split.val), &y.select(&split.val)),
+            objective,
+            &cfg,
+            &score,
+        )
+    })?;
+    let (tx, ty) = (x.select(&split.test), y.select(&split.test));
+    let (test, per_class) = score_of(&fit.head.scores(&tx, objective), &ty, objective);
+    Ok(ProbeResult {
+        labels: labels.name.clone(),
+        model: model.origin.clone(),
+        snapshot: snap.id.clone(),
+        metric,
+        score: test,
+        classes: labels.classes.iter().cloned().zip(per_class).collect(),
+        sizes: (train.len(), split.val.len(), split.test.len()),
+        unmatched: labels.len() - found.len(),
+        fraction: p.fraction,
+        validation: (fit.best_score, fit.best_step),
+    })
+}
+
+/// Target rows: the label set's for multi-label tasks, one-hot of the single label otherwise.
+fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Objective) -> Rows {
+    let mut values = Vec::with_capacity(items.len() * classes);
+    for it in items {
+        match objective {
+            Objective::MultiLabel => {
+                values.extend(it.targets.iter().copied().chain(std::iter::repeat(f32::NAN)).take(classes))
+            }
+            Objective::SingleLabel => {
+                let one = it.single_label();
+                values.extend((0..classes).map(|c| if Some(c) == one { 1.0 } else { 0.0 }));
+            }
+        }
+    }
+    Rows { n: items.len(), width: classes, values }
+}
+
+/// The task's score and, for multi-label tasks, the per-class AUCs.
+fn score_of(scores: &Rows, targets: &Rows, objective: Objective) -> (Option<f64>, Vec<Option<f64>>) {
+    let rows = |r: &Rows| (0..r.n).map(|i| r.row(i).to_vec()).collect::<Vec<_>>();
+    match objective {
+        Objective::MultiLabel => mean_auc(&rows(scores), &rows(targets)),
+        Objective::SingleLabel => {
+            let labels: Vec<usize> =
+                (0..targets.n).map(|i| targets.row(i).iter().position(|&t| t == 1.0).unwrap_or(usize::MAX)).collect();
+            (accuracy(&rows(scores), &labels), Vec::new())
+        }
+    }
+}
