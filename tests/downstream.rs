@@ -1,0 +1,138 @@
+//! The downstream commands end to end on phantom datasets: `ecamp demo --quick`, `ecamp probe`
+//! with the dataset's phantom labels and with a ChestX-ray14 label file, `ecamp annotate-windows`,
+//! and their errors on bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ecamp, text};
+
+/// A dataset of `n` 64-px phantoms with a vocabulary trained on their reports.
+fn dataset(dir: &Path, n: u64) -> String {
+    let url = dir.join("ds").display().to_string();
+    let src = format!("phantom:{n}:3");
+    let out = ecamp(&["ingest", "--dataset", &url, "--source", &src, "--image-size", "64", "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ecamp(&["vocab", "build", "--dataset", &url, "--vocab-size", "600"]);
+    assert!(out.status.success(), "{}", text(&out));
+    url
+}
+
+#[test]
+fn quick_demo_reports_probe_auc_against_random_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let out = ecamp(&["demo", "--quick", "--dir", &demo.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = std::fs::read_to_string(demo.join("report.md")).expect("report.md");
+    assert!(report.contains("| **mean AUC** |") && report.contains("snap-"), "{report}");
+    assert!(report.contains("ecamp pretrain --dataset") && report.contains("ecamp probe --dataset"), "{report}");
+    for f in ["auc.png", "run/losses.png", "run/data_wait.png"] {
+        assert!(demo.join(f).is_file(), "{f} missing");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo.join("results.json")).expect("results.json")).expect("json");
+    let probes = results["probe"].as_array().expect("probe results");
+    assert_eq!(probes.len(), 2);
+    let auc = |k: usize| probes[k]["score"].as_f64().expect("a defined mean AUC");
+    for k in 0..2 {
+        assert!((0.0..=1.0).contains(&auc(k)));
+        assert_eq!(probes[k]["classes"].as_array().map(Vec::len), Some(7));
+    }
+    assert!(probes[0]["model"].as_str().is_some_and(|m| m.starts_with("checkpoint")));
+    assert!(probes[1]["model"].as_str().is_some_and(|m| m.starts_with("random init")));
+    let windows = &results["windows"];
+    assert!(windows["n"].as_u64().is_some_and(|n| n > 10), "{windows}");
+    eprintln!("quick demo: mean probe AUC pre-trained {:.3}, random init {:.3}; windows {windows}", auc(0), auc(1));
+
+    // A folder the demo did not write is never cleared.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("notes.txt"), "mine").expect("write");
+    let out = ecamp(&["demo", "--quick", "--dir", &foreign.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not written by `ecamp demo`"), "{}", text(&out));
+    assert!(foreign.join("notes.txt").is_file());
+}
+
+#[test]
+fn probe_annotate_and_their_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dataset(dir.path(), 60);
+    let run = dir.path().join("run").display().to_string();
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run, "--batch-size", "8", "--max-steps", "2", "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Phantom labels from the dataset; the JSON names the weights and the split.
+    let json = dir.path().join("probe.json");
+    let out = ecamp(&[
+        "probe",
+        "--dataset",
+        &url,
+        "--checkpoint",
+        &run,
+        "--steps",
+        "50",
+        "--out",
+        &json.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("probe phantom: test auc"), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    let sizes: Vec<u64> = r["sizes"].as_array().expect("sizes").iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 60, "{r}");
+
+    // A label file in the public ChestX-ray14 format, keyed by image file names whose stems
+    // are the sample ids; one row names an image the dataset lacks.
+    let csv = dir.path().join("Data_Entry_2017.csv");
+    let mut rows = String::from(
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n",
+    );
+    for i in 0..60 {
+        let label = if i % 3 == 0 {
+            "Effusion|Mass"
+        } else if i % 3 == 1 {
+            "No Finding"
+        } else {
+            "Cardiomegaly"
+        };
+        rows += &format!("phantom-3-{i:08}.png,{label},0,{},50,M,PA,64,64,0.1,0.1,\n", i / 3);
+    }
+    rows += "elsewhere.png,No Finding,0,999,50,M,PA,64,64,0.1,0.1,\n";
+    std::fs::write(&csv, &rows).expect("write csv");
+    let spec = format!("chestxray14:{}", csv.display());
+    let out = ecamp(&["probe", "--dataset", &url, "--random", "--labels", &spec, "--steps", "20", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["unmatched"], 1);
+    assert_eq!(r["classes"].as_array().map(Vec::len), Some(14));
+
+    // A malformed row is an error naming the file and line.
+    std::fs::write(&csv, rows.replace("phantom-3-00000004.png,No Finding", "phantom-3-00000004.png,Unicorns"))
+        .expect("write csv");
+    let out = ecamp(&["probe", "--dataset", &url, "--random", "--labels", &spec]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("Data_Entry_2017.csv") && text(&out).contains("line 6"), "{}", text(&out));
+
+    // Missing label file, no model named, windows from a random model.
+    let out = ecamp(&["probe", "--dataset", &url, "--random", "--labels", "chexpert:/nonexistent/train.csv"]);
+    assert!(!out.status.success() && text(&out).contains("/nonexistent/train.csv"), "{}", text(&out));
+    let out = ecamp(&["probe", "--dataset", &url]);
+    assert!(!out.status.success() && text(&out).contains("--checkpoint DIR, --weights FILE or --random"));
+    let out = ecamp(&["annotate-windows", "--dataset", &url, "--random"]);
+    assert!(!out.status.success() && text(&out).contains("random model"), "{}", text(&out));
+
+    // Windows: every annotated sample gets one, in a new annotations version the loader sees.
+    let out = ecamp(&["annotate-windows", "--dataset", &url, "--checkpoint", &run, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (att, centre) = (r["from_attention"].as_u64().unwrap_or(0), r["centre"].as_u64().unwrap_or(0));
+    assert_eq!(att + centre, 60, "{r}");
+    assert!(att > 0, "{r}");
+    assert!(r["annotations_version"].as_u64().is_some_and(|v| v >= 2), "a new annotations version: {r}");
+    // Pre-training on the annotated snapshot runs (the loader takes the windows).
+    let run2 = dir.path().join("run2").display().to_string();
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run2, "--batch-size", "8", "--max-steps", "1", "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
