@@ -225,7 +225,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let probe_args: ProbeArgs = parse::<super::probe::Args>(&probe_pre, 1)?.probe;
     let held = Dataset::open(&plan.heldout).await?;
     let held_snap = held.resolve(&SnapshotRef::Versions(Default::default())).await?;
-    let labels = load_labels(&held, &held_snap, &"phantom".parse()?, &probe_args).await?;
+    let labels = load_labels(&held, &held_snap, &"phantom".parse()?, &probe_args.split).await?;
     let mut results = Vec::new();
     for args in [&probe_pre, &probe_rand] {
         let model_args: ModelArgs = parse::<super::probe::Args>(args, 1)?.model;

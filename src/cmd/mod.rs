@@ -3,6 +3,7 @@
 mod annotate;
 mod bench;
 mod demo;
+mod dense;
 mod distill;
 mod distiller;
 mod downstream;
@@ -14,6 +15,7 @@ mod init;
 mod plots;
 mod pretrain;
 mod probe;
+mod segment;
 mod snapshot;
 mod vocab;
 
@@ -60,6 +62,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Linear-probe an encoder (checkpoint, imported weights or random) on labelled samples.
     Probe(probe::Args),
+    /// Train and score the SegViT-style segmentation head on a frozen encoder (Dice).
+    Segment(segment::Args),
     /// Compute SR windows from a trained model's entity attention (a new annotations version).
     AnnotateWindows(annotate::Args),
     /// Benchmarks, reported as ratios against a peer measured in the same run.
@@ -76,6 +80,7 @@ impl Cli {
                 | Command::Forward(_)
                 | Command::AnnotateWindows(_)
                 | Command::Probe(_)
+                | Command::Segment(_)
                 | Command::Demo(_)
                 | Command::Bench(bench::Command::Model(_))
         )
@@ -96,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Forward(a) => forward::run(a).await,
         Command::Export(a) => export::run(a).await,
         Command::Probe(a) => probe::run(a).await,
+        Command::Segment(a) => segment::run(a).await,
         Command::AnnotateWindows(a) => annotate::run(a).await,
         Command::Bench(c) => bench::run(c).await,
     }

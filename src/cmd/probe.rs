@@ -48,9 +48,9 @@ pub struct Args {
     pub json: bool,
 }
 
-/// How labels are read, split and probed (shared with `ecamp demo`).
+/// How labels are read and items split (shared by `probe`, `segment` and `detect`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ProbeArgs {
+pub struct SplitArgs {
     /// Uncertain labels (CheXpert -1, phantom "uncertain"): ones, zeros or ignore.
     #[arg(long, default_value = "ones")]
     pub uncertain: Uncertain,
@@ -66,6 +66,16 @@ pub struct ProbeArgs {
     /// Seed of the patient split and subsampling.
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
+    /// Images per encoder forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub feature_batch: usize,
+}
+
+/// How the probe is trained (with the split, shared with `ecamp demo`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub split: SplitArgs,
     /// Probe optimizer steps.
     #[arg(long, default_value_t = 1500)]
     pub steps: usize,
@@ -75,9 +85,6 @@ pub struct ProbeArgs {
     /// Probe batch size.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Images per encoder forward pass.
-    #[arg(long, default_value_t = 64)]
-    pub feature_batch: usize,
 }
 
 fn parse_split(s: &str) -> Result<(f64, f64, f64), String> {
@@ -118,7 +125,7 @@ pub struct ProbeResult {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
     let snap = ds.resolve(&a.snapshot).await.with_context(|| format!("cannot resolve {}", a.snapshot))?;
-    let labels = load_labels(&ds, &snap, &a.labels, &a.probe).await?;
+    let labels = load_labels(&ds, &snap, &a.labels, &a.probe.split).await?;
     let model = a.model.load::<Cpu>(&Default::default())?;
     let result = evaluate(&ds, &snap, &labels, &model, &a.probe).await?;
     if let Some(path) = &a.out {
@@ -152,7 +159,7 @@ pub async fn load_labels(
     ds: &Dataset,
     snap: &Snapshot,
     source: &LabelSource,
-    p: &ProbeArgs,
+    p: &SplitArgs,
 ) -> anyhow::Result<LabelSet> {
     if let LabelSource::Phantom { focus } = source {
         let rows = label_rows(ds, snap).await?;
@@ -177,15 +184,7 @@ async fn features<B: Backend>(
     model: &LoadedModel<B>,
     batch: usize,
 ) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
-    let mut wanted: HashMap<String, usize> = HashMap::new();
-    for (i, item) in labels.items.iter().enumerate() {
-        wanted.insert(item.key.clone(), i);
-    }
-    for (i, item) in labels.items.iter().enumerate() {
-        if let Some(stem) = Path::new(&item.key).file_stem().and_then(|s| s.to_str()) {
-            wanted.entry(stem.to_string()).or_insert(i);
-        }
-    }
+    let wanted = wanted_keys(labels);
     let mut out: Vec<Option<Vec<f32>>> = vec![None; labels.items.len()];
     let device: B::Device = Default::default();
     let mut each = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
@@ -213,23 +212,9 @@ pub async fn evaluate<B: Backend>(
     model: &LoadedModel<B>,
     p: &ProbeArgs,
 ) -> anyhow::Result<ProbeResult> {
-    let feats = features(ds, snap, labels, model, p.feature_batch).await?;
+    let feats = features(ds, snap, labels, model, p.split.feature_batch).await?;
     let found: Vec<usize> = (0..feats.len()).filter(|&i| feats[i].is_some()).collect();
-    if found.is_empty() {
-        bail!("none of the {} label rows of {} matches a sample of snapshot {}", labels.len(), labels.name, snap.id);
-    }
-    let items: Vec<_> = found.iter().map(|&i| labels.items[i].clone()).collect();
-    let split = split_by_patient(&items, p.split_seed, p.split)?;
-    let train = subsample_by_patient(&split.train, &items, p.fraction / 100.0, p.split_seed)?;
-    if train.is_empty() || split.val.is_empty() || split.test.is_empty() {
-        bail!(
-            "{} matched items give an empty part ({} train / {} val / {} test): use more samples or another --split",
-            items.len(),
-            train.len(),
-            split.val.len(),
-            split.test.len()
-        );
-    }
+    let (items, split, train) = split_found(labels, &found, &p.split, &snap.id)?;
     let dim = feats[found[0]].as_ref().map_or(0, Vec::len);
     let x = Rows::new(found.len(), dim, found.iter().flat_map(|&i| feats[i].clone().unwrap_or_default()).collect())
         .context("features of unequal width")?;
@@ -261,9 +246,49 @@ pub async fn evaluate<B: Backend>(
         classes: labels.classes.iter().cloned().zip(per_class).collect(),
         sizes: (train.len(), split.val.len(), split.test.len()),
         unmatched: labels.len() - found.len(),
-        fraction: p.fraction,
+        fraction: p.split.fraction,
         validation: (fit.best_score, fit.best_step),
     })
+}
+
+/// The found items of `labels`, their patient split and the training part reduced to the
+/// fraction; an empty part is an error.
+pub fn split_found(
+    labels: &LabelSet,
+    found: &[usize],
+    p: &SplitArgs,
+    snapshot: &str,
+) -> anyhow::Result<(Vec<ecamp_eval::labels::Item>, ecamp_eval::Split, Vec<usize>)> {
+    if found.is_empty() {
+        bail!("none of the {} label rows of {} matches a sample of snapshot {snapshot}", labels.len(), labels.name);
+    }
+    let items: Vec<_> = found.iter().map(|&i| labels.items[i].clone()).collect();
+    let split = split_by_patient(&items, p.split_seed, p.split)?;
+    let train = subsample_by_patient(&split.train, &items, p.fraction / 100.0, p.split_seed)?;
+    if train.is_empty() || split.val.is_empty() || split.test.is_empty() {
+        bail!(
+            "{} matched items give an empty part ({} train / {} val / {} test): use more samples or another --split",
+            items.len(),
+            train.len(),
+            split.val.len(),
+            split.test.len()
+        );
+    }
+    Ok((items, split, train))
+}
+
+/// Sample id → label index: each item's key, and its file stem where that is not taken.
+pub fn wanted_keys(labels: &LabelSet) -> HashMap<String, usize> {
+    let mut wanted: HashMap<String, usize> = HashMap::new();
+    for (i, item) in labels.items.iter().enumerate() {
+        wanted.insert(item.key.clone(), i);
+    }
+    for (i, item) in labels.items.iter().enumerate() {
+        if let Some(stem) = Path::new(&item.key).file_stem().and_then(|s| s.to_str()) {
+            wanted.entry(stem.to_string()).or_insert(i);
+        }
+    }
+    wanted
 }
 
 /// Target rows: the label set's for multi-label tasks, one-hot of the single label otherwise.

@@ -93,6 +93,14 @@ pub fn probe_features<B: Backend>(encoder: &Encoder<B>, imgs: Tensor<B, 4>) -> T
     centred / var.add_scalar(FC_NORM_EPS).sqrt()
 }
 
+/// Patch tokens `[n, L, d]` after the final norm, in grid order (timm's `forward_features`
+/// without the class token): what the segmentation and detection heads start from.
+pub fn patch_tokens<B: Backend>(encoder: &Encoder<B>, imgs: Tensor<B, 4>) -> Tensor<B, 3> {
+    let x = encoder.forward_all(imgs);
+    let [_, t, _] = x.dims();
+    x.narrow(1, 1, t - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

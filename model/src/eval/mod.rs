@@ -4,6 +4,8 @@
 //! What the ground truth is and how predictions are scored belongs to `ecamp-eval`; this module
 //! only computes (features, trained heads, attention maps), so it takes the scorer as a function.
 
+pub mod detect;
 pub mod features;
 pub mod probe;
+pub mod segment;
 pub mod windows;

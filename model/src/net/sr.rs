@@ -66,7 +66,7 @@ fn upsample_axis<B: Backend>(x: Tensor<B, 4>, dim: usize) -> Tensor<B, 4> {
 /// input (im2col by slicing): same sums as the direct convolution, but burn-ndarray's direct
 /// convolution backward (a transposed convolution) took a fifth of a tiny CPU step for these
 /// 3-channel layers. Costs 9× the input in memory.
-fn conv3x3<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub(crate) fn conv3x3<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let [out, _, kh, kw] = conv.weight.dims();
     let padded = x.pad([(1, 1), (1, 1)], PadMode::Constant(0.0));
