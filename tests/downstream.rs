@@ -123,6 +123,29 @@ fn probe_annotate_and_their_errors() {
     let out = ecamp(&["annotate-windows", "--dataset", &url, "--random"]);
     assert!(!out.status.success() && text(&out).contains("random model"), "{}", text(&out));
 
+    // Segmentation and detection heads on the phantom masks and boxes: results against the
+    // trivial baselines (quality is measured in BENCHMARKS.md; a few steps here).
+    let out = ecamp(&["segment", "--dataset", &url, "--checkpoint", &run, "--steps", "8", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (test, positive) = (r["test"][0].as_u64().unwrap_or(0), r["test"][1].as_u64().unwrap_or(0));
+    assert!(test > 0 && positive > 0 && positive <= test, "{r}");
+    let baseline = r["baseline_dice"].as_f64().expect("baseline");
+    assert!((baseline - (test - positive) as f64 / test as f64).abs() < 1e-9, "{r}");
+    assert!(r["dice"].as_f64().is_some_and(|d| (0.0..=1.0).contains(&d)), "{r}");
+    let out = ecamp(&["detect", "--dataset", &url, "--random", "--steps", "4", "--batch-size", "8", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["baseline_map"], 0.0, "{r}");
+    assert!(r["test"][1].as_u64().is_some_and(|b| b > 0), "{r}");
+    assert!(r["map"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)), "{r}");
+    // Labels without masks or boxes cannot train them.
+    std::fs::write(&csv, &rows).expect("write csv");
+    let out = ecamp(&["segment", "--dataset", &url, "--random", "--labels", &spec]);
+    assert!(!out.status.success() && text(&out).contains("no masks or boxes"), "{}", text(&out));
+    let out = ecamp(&["detect", "--dataset", &url, "--random", "--labels", &spec]);
+    assert!(!out.status.success() && text(&out).contains("no boxes"), "{}", text(&out));
+
     // Windows: every annotated sample gets one, in a new annotations version the loader sees.
     let out = ecamp(&["annotate-windows", "--dataset", &url, "--checkpoint", &run, "--json"]);
     assert!(out.status.success(), "{}", text(&out));

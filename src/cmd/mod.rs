@@ -4,6 +4,7 @@ mod annotate;
 mod bench;
 mod demo;
 mod dense;
+mod detect;
 mod distill;
 mod distiller;
 mod downstream;
@@ -64,6 +65,8 @@ enum Command {
     Probe(probe::Args),
     /// Train and score the SegViT-style segmentation head on a frozen encoder (Dice).
     Segment(segment::Args),
+    /// Train and score the YOLOv3-style detection head on a frozen encoder (mAP).
+    Detect(detect::Args),
     /// Compute SR windows from a trained model's entity attention (a new annotations version).
     AnnotateWindows(annotate::Args),
     /// Benchmarks, reported as ratios against a peer measured in the same run.
@@ -81,6 +84,7 @@ impl Cli {
                 | Command::AnnotateWindows(_)
                 | Command::Probe(_)
                 | Command::Segment(_)
+                | Command::Detect(_)
                 | Command::Demo(_)
                 | Command::Bench(bench::Command::Model(_))
         )
@@ -102,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(a).await,
         Command::Probe(a) => probe::run(a).await,
         Command::Segment(a) => segment::run(a).await,
+        Command::Detect(a) => detect::run(a).await,
         Command::AnnotateWindows(a) => annotate::run(a).await,
         Command::Bench(c) => bench::run(c).await,
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use burn::backend::Autodiff;
 use ecamp_eval::LabelSource;
 use ecamp_eval::metrics::mean_dice;
@@ -86,6 +86,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let snap = ds.resolve(&a.snapshot).await.with_context(|| format!("cannot resolve {}", a.snapshot))?;
     let labels = load_labels(&ds, &snap, &a.labels, &a.split).await?;
     let model = a.model.load::<Cpu>(&Default::default())?;
+    if labels.items.iter().all(|i| i.mask.as_ref().is_none_or(|m| m.is_empty()) && i.boxes.is_empty()) {
+        bail!("the labels {} carry no masks or boxes to segment", a.labels);
+    }
     let set = dense_set(&ds, &snap, &labels, &model, &a.split).await?;
     let cfg = SegConfig::for_encoder(model.config.vit_dim, model.config.grid(), model.config.patch);
     let t = SegTrainConfig {
