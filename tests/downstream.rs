@@ -36,9 +36,9 @@ fn quick_demo_reports_probe_auc_against_random_init() {
     let probes = results["probe"].as_array().expect("probe results");
     assert_eq!(probes.len(), 2);
     let auc = |k: usize| probes[k]["score"].as_f64().expect("a defined mean AUC");
-    for k in 0..2 {
+    for (k, p) in probes.iter().enumerate() {
         assert!((0.0..=1.0).contains(&auc(k)));
-        assert_eq!(probes[k]["classes"].as_array().map(Vec::len), Some(7));
+        assert_eq!(p["classes"].as_array().map(Vec::len), Some(7));
     }
     assert!(probes[0]["model"].as_str().is_some_and(|m| m.starts_with("checkpoint")));
     assert!(probes[1]["model"].as_str().is_some_and(|m| m.starts_with("random init")));

@@ -85,7 +85,9 @@ pub async fn dense_set<B: Backend>(
     p: &SplitArgs,
 ) -> anyhow::Result<DenseSet> {
     let wanted = wanted_keys(labels);
-    let mut rows: Vec<Option<(Vec<f32>, (u32, u32))>> = vec![None; labels.items.len()];
+    // Per label item: its tokens and the stored image's (width, height).
+    type Encoded = (Vec<f32>, (u32, u32));
+    let mut rows: Vec<Option<Encoded>> = vec![None; labels.items.len()];
     let device: B::Device = Default::default();
     let side = model.config.img_size;
     let mut each = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
