@@ -15,8 +15,8 @@ use ecamp_model::eval::features::centre_crop;
 use ecamp_model::eval::windows::{centre_window, covers};
 use ecamp_store::{Dataset, SnapshotRef};
 
-use super::downstream::{Cpu, ModelArgs, label_rows};
-use super::probe::{ProbeArgs, ProbeResult, evaluate, load_labels, write_json};
+use super::downstream::{Cpu, label_rows, write_json};
+use super::probe::{ProbeResult, evaluate};
 use super::{Cli, annotate, plots};
 
 /// Marker that makes a folder the demo's own, so a re-run may clear it.
@@ -222,15 +222,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let run = plan.run.display().to_string();
     let probe_pre = plan.probe(&["--checkpoint", &run]);
     let probe_rand = plan.probe(&["--random", "--preset", "tiny"]);
-    let probe_args: ProbeArgs = parse::<super::probe::Args>(&probe_pre, 1)?.probe;
-    let held = Dataset::open(&plan.heldout).await?;
-    let held_snap = held.resolve(&SnapshotRef::Versions(Default::default())).await?;
-    let labels = load_labels(&held, &held_snap, &"phantom".parse()?, &probe_args.split).await?;
+    let first = parse::<super::probe::Args>(&probe_pre, 1)?;
+    let task = first.task.open().await?;
     let mut results = Vec::new();
     for args in [&probe_pre, &probe_rand] {
-        let model_args: ModelArgs = parse::<super::probe::Args>(args, 1)?.model;
-        let model = model_args.load::<Cpu>(&Default::default())?;
-        results.push(evaluate(&held, &held_snap, &labels, &model, &probe_args).await?);
+        let a = parse::<super::probe::Args>(args, 1)?;
+        let model = a.task.model.load::<Cpu>(&Default::default())?;
+        results.push(evaluate(&task.ds, &task.snap, &task.labels, &model, &a.task.split, &a.probe).await?);
         commands.push(shell(args));
     }
 

@@ -9,8 +9,7 @@ use ecamp_model::eval::features::{CanvasBatch, GrayImage, centre_crop, encoder_i
 use ecamp_model::eval::probe::Rows;
 use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{LoadedModel, for_each_image_batch};
-use super::probe::{SplitArgs, split_found, wanted_keys};
+use super::downstream::{LoadedModel, SplitArgs, for_each_image_batch, split_found, wanted_keys};
 
 /// How an original image's pixels land in the encoder input.
 #[derive(Debug, Clone, Copy, PartialEq)]

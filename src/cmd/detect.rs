@@ -2,20 +2,15 @@
 //! (RSNA pneumonia, phantom ground truth) and scored by mAP over IoU 0.4–0.75 against the
 //! no-box baseline.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use burn::backend::Autodiff;
-use ecamp_eval::LabelSource;
 use ecamp_eval::metrics::{DETECTION_IOU_THRESHOLDS, mean_average_precision};
 use ecamp_model::eval::detect::{DetectConfig, DetectTrainConfig, Detection, train_detector};
-use ecamp_store::{Dataset, SnapshotRef};
 
 use super::dense::{DenseSet, dense_set};
-use super::downstream::{Cpu, ModelArgs};
-use super::print_json;
-use super::probe::{SplitArgs, load_labels, write_json};
+use super::downstream::{Cpu, Task, TaskArgs};
 
 /// Train and score a detection head on a frozen encoder.
 #[derive(Debug, clap::Args)]
@@ -25,19 +20,8 @@ finding) and rsna:stage_2_train_labels.csv. mAP is COCO-style (101-point interpo
 over IoU thresholds 0.40, 0.45, ..., 0.75 on the test split, detections kept at objectness >=
 --conf-thres after NMS at IoU 0.5. The baseline predicts no box and scores 0.")]
 pub struct Args {
-    /// Dataset URL.
-    #[arg(long, env = "ECAMP_DATASET")]
-    pub dataset: String,
-    /// Snapshot: snap-<hex>, latest, or S[:A[:L]].
-    #[arg(long, default_value = "latest")]
-    pub snapshot: SnapshotRef,
-    /// Ground truth: phantom[:ENTITY] or rsna:FILE.
-    #[arg(long, default_value = "phantom")]
-    pub labels: LabelSource,
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub split: SplitArgs,
+    pub task: TaskArgs,
     /// Optimizer steps.
     #[arg(long, default_value_t = 600)]
     pub steps: usize,
@@ -53,12 +37,6 @@ pub struct Args {
     /// Objectness threshold at inference.
     #[arg(long, default_value_t = 0.5)]
     pub conf_thres: f32,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Print the results as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The outcome of a detection run.
@@ -84,14 +62,11 @@ pub struct DetectResult {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
-    let snap = ds.resolve(&a.snapshot).await.with_context(|| format!("cannot resolve {}", a.snapshot))?;
-    let labels = load_labels(&ds, &snap, &a.labels, &a.split).await?;
-    let model = a.model.load::<Cpu>(&Default::default())?;
+    let Task { ds, snap, labels, model } = a.task.open().await?;
     if labels.items.iter().all(|i| i.boxes.is_empty()) {
-        bail!("the labels {} carry no boxes to detect", a.labels);
+        bail!("the labels {} carry no boxes to detect", a.task.labels);
     }
-    let set = dense_set(&ds, &snap, &labels, &model, &a.split).await?;
+    let set = dense_set(&ds, &snap, &labels, &model, &a.task.split).await?;
     let cfg = DetectConfig::for_encoder(model.config.vit_dim, model.config.grid(), model.config.img_size)
         .with_expansion(a.expansion);
     let t = DetectTrainConfig {
@@ -103,23 +78,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         ..DetectTrainConfig::default()
     };
     let result = tokio::task::block_in_place(|| detect(&set, &cfg, &t, &labels.name, &model.origin))?;
-    if let Some(path) = &a.out {
-        write_json(path, &result)?;
-    }
-    if a.json {
-        print_json(&result)?;
-    } else {
-        let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-        println!(
-            "detect {}: test mAP@[0.40:0.75] {} (no-box baseline {}) on {} test images with {} boxes — {}",
-            result.labels,
-            f(result.map),
-            f(result.baseline_map),
-            result.test.0,
-            result.test.1,
-            result.model
-        );
-    }
+    let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+    let line = format!(
+        "detect {}: test mAP@[0.40:0.75] {} (no-box baseline {}) on {} test images with {} boxes — {}",
+        result.labels,
+        f(result.map),
+        f(result.baseline_map),
+        result.test.0,
+        result.test.1,
+        result.model
+    );
+    a.task.report(&result, line)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,19 +2,23 @@
 //! evaluate, and streaming a snapshot's images through it in batches.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use arrow_array::{Array, BinaryArray, StringArray, StructArray};
 use burn::backend::NdArray;
 use burn::config::Config;
 use burn::tensor::backend::Backend;
+use ecamp_eval::labels::{ChexpertClasses, LabelSet, LabelSource, LoadOptions, Uncertain, phantom_labels};
+use ecamp_eval::split::{split_by_patient, subsample_by_patient};
 use ecamp_loader::sample::{decode_gray, verify_sha256};
 use ecamp_model::eval::features::GrayImage;
 use ecamp_model::train::checkpoint;
 use ecamp_model::weights::load_official;
 use ecamp_model::{Ecamp, EcampConfig};
-use ecamp_store::{AnnotationRow, Dataset, Snapshot, TableKind};
+use ecamp_store::{AnnotationRow, Dataset, Snapshot, SnapshotRef, TableKind};
+
+use super::print_json;
 
 /// The CPU backend the evaluation commands run on.
 pub type Cpu = NdArray;
@@ -44,6 +48,67 @@ pub struct ModelArgs {
     /// Seed of the initialisation.
     #[arg(long, default_value_t = 42)]
     pub init_seed: u64,
+}
+
+/// Which data, ground truth and encoder a downstream command (probe, segment, detect) evaluates,
+/// and where its results go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskArgs {
+    /// Dataset URL.
+    #[arg(long, env = "ECAMP_DATASET")]
+    pub dataset: String,
+    /// Snapshot: snap-<hex>, latest, or S[:A[:L]].
+    #[arg(long, default_value = "latest")]
+    pub snapshot: SnapshotRef,
+    /// Ground truth: phantom[:ENTITY], chestxray14:FILE, chexpert:FILE, rsna:FILE or siim:FILE.
+    #[arg(long, default_value = "phantom")]
+    pub labels: LabelSource,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub split: SplitArgs,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What [`TaskArgs::open`] resolves.
+pub struct Task {
+    /// The dataset.
+    pub ds: Dataset,
+    /// The snapshot evaluated.
+    pub snap: Snapshot,
+    /// The ground truth.
+    pub labels: LabelSet,
+    /// The encoder.
+    pub model: LoadedModel<Cpu>,
+}
+
+impl TaskArgs {
+    /// Opens the dataset and snapshot, reads the labels and loads the model.
+    pub async fn open(&self) -> anyhow::Result<Task> {
+        let ds = Dataset::open(&self.dataset).await.with_context(|| format!("cannot open dataset {}", self.dataset))?;
+        let snap = ds.resolve(&self.snapshot).await.with_context(|| format!("cannot resolve {}", self.snapshot))?;
+        let labels = load_labels(&ds, &snap, &self.labels, &self.split).await?;
+        let model = self.model.load::<Cpu>(&Default::default())?;
+        Ok(Task { ds, snap, labels, model })
+    }
+
+    /// Writes the result to `--out`, then prints it as JSON (`--json`) or as `line`.
+    pub fn report<T: serde::Serialize>(&self, result: &T, line: String) -> anyhow::Result<()> {
+        if let Some(path) = &self.out {
+            write_json(path, result)?;
+        }
+        if self.json {
+            print_json(result)
+        } else {
+            println!("{line}");
+            Ok(())
+        }
+    }
 }
 
 /// A model ready for evaluation and where it came from.
@@ -182,4 +247,104 @@ pub async fn label_rows(ds: &Dataset, snap: &Snapshot) -> anyhow::Result<Vec<(St
         }
     }
     Ok(out)
+}
+
+/// How labels are read and items split (shared by `probe`, `segment` and `detect`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SplitArgs {
+    /// Uncertain labels (CheXpert -1, phantom "uncertain"): ones, zeros or ignore.
+    #[arg(long, default_value = "ones")]
+    pub uncertain: Uncertain,
+    /// CheXpert: all 14 observations instead of the 5 competition classes.
+    #[arg(long)]
+    pub chexpert_all: bool,
+    /// Percent of the training patients to use (1, 10, 100, ...).
+    #[arg(long, default_value_t = 100.0)]
+    pub fraction: f64,
+    /// Train/validation/test fractions of the patients.
+    #[arg(long, default_value = "0.6,0.2,0.2", value_parser = parse_split)]
+    pub split: (f64, f64, f64),
+    /// Seed of the patient split and subsampling.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Images per encoder forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub feature_batch: usize,
+}
+
+fn parse_split(s: &str) -> Result<(f64, f64, f64), String> {
+    let parts: Vec<f64> =
+        s.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    match parts.as_slice() {
+        [a, b, c] if *a > 0.0 && *b > 0.0 && *c > 0.0 => Ok((*a, *b, *c)),
+        _ => Err(format!("'{s}': three positive fractions TRAIN,VAL,TEST expected")),
+    }
+}
+
+/// Writes a value as pretty JSON to a file.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The label set a source names (phantom labels come from the snapshot's labels table).
+pub async fn load_labels(
+    ds: &Dataset,
+    snap: &Snapshot,
+    source: &LabelSource,
+    p: &SplitArgs,
+) -> anyhow::Result<LabelSet> {
+    if let LabelSource::Phantom { focus } = source {
+        let rows = label_rows(ds, snap).await?;
+        if rows.is_empty() {
+            bail!("snapshot {} has no labels rows (phantom ground truth comes from `--source phantom:N`)", snap.id);
+        }
+        return Ok(phantom_labels(rows, p.uncertain, focus.as_deref())?);
+    }
+    let options = LoadOptions {
+        uncertain: p.uncertain,
+        chexpert_classes: if p.chexpert_all { ChexpertClasses::All } else { ChexpertClasses::Competition },
+        frontal_only: false,
+    };
+    source.load(&options).with_context(|| format!("cannot read the labels {source}"))
+}
+
+/// The found items of `labels`, their patient split and the training part reduced to the
+/// fraction; an empty part is an error.
+pub fn split_found(
+    labels: &LabelSet,
+    found: &[usize],
+    p: &SplitArgs,
+    snapshot: &str,
+) -> anyhow::Result<(Vec<ecamp_eval::labels::Item>, ecamp_eval::Split, Vec<usize>)> {
+    if found.is_empty() {
+        bail!("none of the {} label rows of {} matches a sample of snapshot {snapshot}", labels.len(), labels.name);
+    }
+    let items: Vec<_> = found.iter().map(|&i| labels.items[i].clone()).collect();
+    let split = split_by_patient(&items, p.split_seed, p.split)?;
+    let train = subsample_by_patient(&split.train, &items, p.fraction / 100.0, p.split_seed)?;
+    if train.is_empty() || split.val.is_empty() || split.test.is_empty() {
+        bail!(
+            "{} matched items give an empty part ({} train / {} val / {} test): use more samples or another --split",
+            items.len(),
+            train.len(),
+            split.val.len(),
+            split.test.len()
+        );
+    }
+    Ok((items, split, train))
+}
+
+/// Sample id → label index: each item's key, and its file stem where that is not taken.
+pub fn wanted_keys(labels: &LabelSet) -> HashMap<String, usize> {
+    let mut wanted: HashMap<String, usize> = HashMap::new();
+    for (i, item) in labels.items.iter().enumerate() {
+        wanted.insert(item.key.clone(), i);
+    }
+    for (i, item) in labels.items.iter().enumerate() {
+        if let Some(stem) = Path::new(&item.key).file_stem().and_then(|s| s.to_str()) {
+            wanted.entry(stem.to_string()).or_insert(i);
+        }
+    }
+    wanted
 }

@@ -2,21 +2,17 @@
 //! frozen encoder, pooled features, a linear head; mean ROC-AUC (multi-label) or accuracy
 //! (single-label) on a patient-level test split.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use burn::tensor::backend::Backend;
-use ecamp_eval::labels::{ChexpertClasses, LabelSet, LabelSource, LoadOptions, Task, Uncertain, phantom_labels};
+use ecamp_eval::labels::{LabelSet, Task};
 use ecamp_eval::metrics::{accuracy, mean_auc};
-use ecamp_eval::split::{split_by_patient, subsample_by_patient};
 use ecamp_model::eval::features::{CanvasBatch, GrayImage, encoder_inputs, probe_features};
 use ecamp_model::eval::probe::{Objective, ProbeConfig, Rows, train_probe};
-use ecamp_store::{Dataset, Snapshot, SnapshotRef};
+use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{Cpu, LoadedModel, ModelArgs, for_each_image_batch, label_rows};
-use super::print_json;
+use super::downstream::{LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found, wanted_keys};
 
 /// Linear-probe an encoder on labelled samples of a dataset.
 #[derive(Debug, clap::Args)]
@@ -27,55 +23,15 @@ sample whose id equals its key (image file name, path, patientId) or the key's f
 Items are split by patient (--split), the training part reduced to --fraction percent of its
 patients (1 ⊂ 10 ⊂ 100, reproducibly); the head with the best validation score is tested.")]
 pub struct Args {
-    /// Dataset URL.
-    #[arg(long, env = "ECAMP_DATASET")]
-    pub dataset: String,
-    /// Snapshot: snap-<hex>, latest, or S[:A[:L]].
-    #[arg(long, default_value = "latest")]
-    pub snapshot: SnapshotRef,
-    /// Ground truth: phantom, chestxray14:FILE, chexpert:FILE, rsna:FILE or siim:FILE.
-    #[arg(long, default_value = "phantom")]
-    pub labels: LabelSource,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub task: TaskArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Print the results as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-/// How labels are read and items split (shared by `probe`, `segment` and `detect`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct SplitArgs {
-    /// Uncertain labels (CheXpert -1, phantom "uncertain"): ones, zeros or ignore.
-    #[arg(long, default_value = "ones")]
-    pub uncertain: Uncertain,
-    /// CheXpert: all 14 observations instead of the 5 competition classes.
-    #[arg(long)]
-    pub chexpert_all: bool,
-    /// Percent of the training patients to use (1, 10, 100, ...).
-    #[arg(long, default_value_t = 100.0)]
-    pub fraction: f64,
-    /// Train/validation/test fractions of the patients.
-    #[arg(long, default_value = "0.6,0.2,0.2", value_parser = parse_split)]
-    pub split: (f64, f64, f64),
-    /// Seed of the patient split and subsampling.
-    #[arg(long, default_value_t = 0)]
-    pub split_seed: u64,
-    /// Images per encoder forward pass.
-    #[arg(long, default_value_t = 64)]
-    pub feature_batch: usize,
-}
-
-/// How the probe is trained (with the split, shared with `ecamp demo`).
+/// How the probe is trained (shared with `ecamp demo`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
-    #[command(flatten)]
-    pub split: SplitArgs,
     /// Probe optimizer steps.
     #[arg(long, default_value_t = 1500)]
     pub steps: usize,
@@ -85,15 +41,6 @@ pub struct ProbeArgs {
     /// Probe batch size.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-}
-
-fn parse_split(s: &str) -> Result<(f64, f64, f64), String> {
-    let parts: Vec<f64> =
-        s.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    match parts.as_slice() {
-        [a, b, c] if *a > 0.0 && *b > 0.0 && *c > 0.0 => Ok((*a, *b, *c)),
-        _ => Err(format!("'{s}': three positive fractions TRAIN,VAL,TEST expected")),
-    }
 }
 
 /// The outcome of one probe.
@@ -123,19 +70,9 @@ pub struct ProbeResult {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
-    let snap = ds.resolve(&a.snapshot).await.with_context(|| format!("cannot resolve {}", a.snapshot))?;
-    let labels = load_labels(&ds, &snap, &a.labels, &a.probe.split).await?;
-    let model = a.model.load::<Cpu>(&Default::default())?;
-    let result = evaluate(&ds, &snap, &labels, &model, &a.probe).await?;
-    if let Some(path) = &a.out {
-        write_json(path, &result)?;
-    }
-    if a.json {
-        print_json(&result)?;
-    } else {
-        println!("{}", summary_line(&result));
-    }
+    let t = a.task.open().await?;
+    let result = evaluate(&t.ds, &t.snap, &t.labels, &t.model, &a.task.split, &a.probe).await?;
+    a.task.report(&result, summary_line(&result))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,34 +83,6 @@ pub fn summary_line(r: &ProbeResult) -> String {
         "probe {}: test {} {score} ({} train / {} val / {} test, {}% of training patients) — {}",
         r.labels, r.metric, r.sizes.0, r.sizes.1, r.sizes.2, r.fraction, r.model
     )
-}
-
-/// Writes a value as pretty JSON to a file.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// The label set a source names (phantom labels come from the snapshot's labels table).
-pub async fn load_labels(
-    ds: &Dataset,
-    snap: &Snapshot,
-    source: &LabelSource,
-    p: &SplitArgs,
-) -> anyhow::Result<LabelSet> {
-    if let LabelSource::Phantom { focus } = source {
-        let rows = label_rows(ds, snap).await?;
-        if rows.is_empty() {
-            bail!("snapshot {} has no labels rows (phantom ground truth comes from `--source phantom:N`)", snap.id);
-        }
-        return Ok(phantom_labels(rows, p.uncertain, focus.as_deref())?);
-    }
-    let options = LoadOptions {
-        uncertain: p.uncertain,
-        chexpert_classes: if p.chexpert_all { ChexpertClasses::All } else { ChexpertClasses::Competition },
-        frontal_only: false,
-    };
-    source.load(&options).with_context(|| format!("cannot read the labels {source}"))
 }
 
 /// Features of every labelled item found in the snapshot; `None` where no sample matched.
@@ -210,11 +119,12 @@ pub async fn evaluate<B: Backend>(
     snap: &Snapshot,
     labels: &LabelSet,
     model: &LoadedModel<B>,
+    s: &SplitArgs,
     p: &ProbeArgs,
 ) -> anyhow::Result<ProbeResult> {
-    let feats = features(ds, snap, labels, model, p.split.feature_batch).await?;
+    let feats = features(ds, snap, labels, model, s.feature_batch).await?;
     let found: Vec<usize> = (0..feats.len()).filter(|&i| feats[i].is_some()).collect();
-    let (items, split, train) = split_found(labels, &found, &p.split, &snap.id)?;
+    let (items, split, train) = split_found(labels, &found, s, &snap.id)?;
     let dim = feats[found[0]].as_ref().map_or(0, Vec::len);
     let x = Rows::new(found.len(), dim, found.iter().flat_map(|&i| feats[i].clone().unwrap_or_default()).collect())
         .context("features of unequal width")?;
@@ -246,49 +156,9 @@ pub async fn evaluate<B: Backend>(
         classes: labels.classes.iter().cloned().zip(per_class).collect(),
         sizes: (train.len(), split.val.len(), split.test.len()),
         unmatched: labels.len() - found.len(),
-        fraction: p.split.fraction,
+        fraction: s.fraction,
         validation: (fit.best_score, fit.best_step),
     })
-}
-
-/// The found items of `labels`, their patient split and the training part reduced to the
-/// fraction; an empty part is an error.
-pub fn split_found(
-    labels: &LabelSet,
-    found: &[usize],
-    p: &SplitArgs,
-    snapshot: &str,
-) -> anyhow::Result<(Vec<ecamp_eval::labels::Item>, ecamp_eval::Split, Vec<usize>)> {
-    if found.is_empty() {
-        bail!("none of the {} label rows of {} matches a sample of snapshot {snapshot}", labels.len(), labels.name);
-    }
-    let items: Vec<_> = found.iter().map(|&i| labels.items[i].clone()).collect();
-    let split = split_by_patient(&items, p.split_seed, p.split)?;
-    let train = subsample_by_patient(&split.train, &items, p.fraction / 100.0, p.split_seed)?;
-    if train.is_empty() || split.val.is_empty() || split.test.is_empty() {
-        bail!(
-            "{} matched items give an empty part ({} train / {} val / {} test): use more samples or another --split",
-            items.len(),
-            train.len(),
-            split.val.len(),
-            split.test.len()
-        );
-    }
-    Ok((items, split, train))
-}
-
-/// Sample id → label index: each item's key, and its file stem where that is not taken.
-pub fn wanted_keys(labels: &LabelSet) -> HashMap<String, usize> {
-    let mut wanted: HashMap<String, usize> = HashMap::new();
-    for (i, item) in labels.items.iter().enumerate() {
-        wanted.insert(item.key.clone(), i);
-    }
-    for (i, item) in labels.items.iter().enumerate() {
-        if let Some(stem) = Path::new(&item.key).file_stem().and_then(|s| s.to_str()) {
-            wanted.entry(stem.to_string()).or_insert(i);
-        }
-    }
-    wanted
 }
 
 /// Target rows: the label set's for multi-label tasks, one-hot of the single label otherwise.

@@ -2,21 +2,16 @@
 //! (SIIM-ACR run-lengths, RSNA boxes as rectangles, phantom ground truth) and scored by per-image
 //! Dice against the empty-mask baseline.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use burn::backend::Autodiff;
-use ecamp_eval::LabelSource;
 use ecamp_eval::metrics::mean_dice;
 use ecamp_model::eval::probe::Rows;
 use ecamp_model::eval::segment::{SegConfig, SegTrainConfig, predict, train_segmenter};
-use ecamp_store::{Dataset, SnapshotRef};
 
 use super::dense::{DenseSet, dense_set};
-use super::downstream::{Cpu, ModelArgs};
-use super::print_json;
-use super::probe::{SplitArgs, load_labels, write_json};
+use super::downstream::{Cpu, Task, TaskArgs};
 
 /// Train and score a segmentation head on a frozen encoder.
 #[derive(Debug, clap::Args)]
@@ -27,19 +22,8 @@ without a mask count as empty. As in the SIIM protocol, training uses every posi
 many negatives. Dice is per image at threshold 0.5 (an empty truth scores 1 if the prediction is
 empty, else 0), averaged over the test images; the baseline is the all-empty prediction.")]
 pub struct Args {
-    /// Dataset URL.
-    #[arg(long, env = "ECAMP_DATASET")]
-    pub dataset: String,
-    /// Snapshot: snap-<hex>, latest, or S[:A[:L]].
-    #[arg(long, default_value = "latest")]
-    pub snapshot: SnapshotRef,
-    /// Ground truth: phantom[:ENTITY], siim:FILE or rsna:FILE.
-    #[arg(long, default_value = "phantom")]
-    pub labels: LabelSource,
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub split: SplitArgs,
+    pub task: TaskArgs,
     /// Optimizer steps.
     #[arg(long, default_value_t = 600)]
     pub steps: usize,
@@ -49,12 +33,6 @@ pub struct Args {
     /// Images per step.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Print the results as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The outcome of a segmentation run.
@@ -82,14 +60,11 @@ pub struct SegResult {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
-    let snap = ds.resolve(&a.snapshot).await.with_context(|| format!("cannot resolve {}", a.snapshot))?;
-    let labels = load_labels(&ds, &snap, &a.labels, &a.split).await?;
-    let model = a.model.load::<Cpu>(&Default::default())?;
+    let Task { ds, snap, labels, model } = a.task.open().await?;
     if labels.items.iter().all(|i| i.mask.as_ref().is_none_or(|m| m.is_empty()) && i.boxes.is_empty()) {
-        bail!("the labels {} carry no masks or boxes to segment", a.labels);
+        bail!("the labels {} carry no masks or boxes to segment", a.task.labels);
     }
-    let set = dense_set(&ds, &snap, &labels, &model, &a.split).await?;
+    let set = dense_set(&ds, &snap, &labels, &model, &a.task.split).await?;
     let cfg = SegConfig::for_encoder(model.config.vit_dim, model.config.grid(), model.config.patch);
     let t = SegTrainConfig {
         lr: a.lr,
@@ -99,23 +74,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         ..SegTrainConfig::default()
     };
     let result = tokio::task::block_in_place(|| segment(&set, &cfg, &t, &labels.name, &model.origin))?;
-    if let Some(path) = &a.out {
-        write_json(path, &result)?;
-    }
-    if a.json {
-        print_json(&result)?;
-    } else {
-        println!(
-            "segment {}: test Dice {:.4} (empty-mask baseline {:.4}; positives only {}) on {} test images ({} positive) — {}",
-            result.labels,
-            result.dice,
-            result.baseline_dice,
-            result.dice_positive.map_or("n/a".into(), |d| format!("{d:.4}")),
-            result.test.0,
-            result.test.1,
-            result.model
-        );
-    }
+    let line = format!(
+        "segment {}: test Dice {:.4} (empty-mask baseline {:.4}; positives only {}) on {} test images ({} positive) — {}",
+        result.labels,
+        result.dice,
+        result.baseline_dice,
+        result.dice_positive.map_or("n/a".into(), |d| format!("{d:.4}")),
+        result.test.0,
+        result.test.1,
+        result.model
+    );
+    a.task.report(&result, line)?;
     Ok(ExitCode::SUCCESS)
 }
 

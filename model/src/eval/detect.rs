@@ -48,11 +48,9 @@ use burn::tensor::activation::{leaky_relu, log_sigmoid, relu, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 use super::probe::Rows;
+use super::schedule::Batches;
 use crate::net::init::linear;
 use crate::net::sr::{conv3x3, upsample2x_bilinear};
 use crate::train::optim::clip_global_norm;
@@ -631,12 +629,7 @@ impl Default for DetectTrainConfig {
 impl DetectTrainConfig {
     /// Warmup then cosine to zero, stepped before the optimizer as the official scheduler.
     pub fn lr_at(&self, step: usize) -> f64 {
-        let s = step + 1;
-        if s < self.warmup {
-            return self.lr * s as f64 / self.warmup.max(1) as f64;
-        }
-        let progress = (s - self.warmup) as f64 / self.steps.saturating_sub(self.warmup).max(1) as f64;
-        self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+        super::schedule::warmup_cosine(self.lr, self.warmup, self.steps, step)
     }
 }
 
@@ -702,21 +695,11 @@ pub fn train_detector<B: AutodiffBackend>(
         .with_epsilon(1e-8)
         .with_weight_decay(t.weight_decay as f32)
         .init::<B, Detector<B>>();
-    let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
-    let mut order: Vec<usize> = (0..x.n).collect();
-    let mut cursor = order.len();
+    let mut batches = Batches::new(x.n, t.seed);
     let mut best: Option<(Detector<B::InnerBackend>, usize, f64)> = None;
     let (mut history, mut running, mut since) = (Vec::new(), 0.0, 0usize);
     for step in 0..t.steps {
-        let mut batch = Vec::with_capacity(t.batch_size);
-        while batch.len() < t.batch_size.min(x.n) {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            batch.push(order[cursor]);
-            cursor += 1;
-        }
+        let batch = batches.next_batch(t.batch_size);
         let boxes: Vec<Vec<[f32; 4]>> = batch.iter().map(|&i| y[i].clone()).collect();
         let loss = model.loss(tokens_tensor(&x.select(&batch), cfg.dim, device), &boxes)?;
         running += loss.clone().into_scalar().elem::<f64>();
@@ -745,6 +728,8 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
     use rand::Rng;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     type B = Autodiff<NdArray>;
 

@@ -7,5 +7,6 @@
 pub mod detect;
 pub mod features;
 pub mod probe;
+pub mod schedule;
 pub mod segment;
 pub mod windows;

@@ -8,9 +8,10 @@
 //! the random crops of the official training transform. Plain f32 host code: the head is tiny and
 //! this keeps the probe bit-for-bit reproducible on every backend.
 
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use super::schedule::Batches;
 
 /// Loss of the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,12 +51,7 @@ impl ProbeConfig {
     /// `WarmupCosineSchedule` as the official code steps it (before the optimizer, so the first
     /// step already uses `lr / warmup`).
     pub fn lr_at(&self, step: usize) -> f64 {
-        let s = step + 1;
-        if s < self.warmup {
-            return self.lr * s as f64 / self.warmup.max(1) as f64;
-        }
-        let progress = (s - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup)).max(1) as f64;
-        self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+        super::schedule::warmup_cosine(self.lr, self.warmup, self.steps, step)
     }
 }
 
@@ -185,22 +181,13 @@ pub fn train_probe(
     let (dim, classes) = (x.width, y.width);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut head = LinearHead::init(dim, classes, &mut rng);
+    let mut batches = Batches::with_rng(x.n, rng);
     let mut velocity = LinearHead { dim, classes, weight: vec![0.0; dim * classes], bias: vec![0.0; classes] };
-    let mut order: Vec<usize> = (0..x.n).collect();
-    let mut cursor = order.len();
     let mut best: Option<(LinearHead, usize, f64)> = None;
     let mut history = Vec::new();
     let mut running = 0.0;
     for step in 0..cfg.steps {
-        let mut batch = Vec::with_capacity(cfg.batch_size);
-        while batch.len() < cfg.batch_size.min(x.n) {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            batch.push(order[cursor]);
-            cursor += 1;
-        }
+        let batch = batches.next_batch(cfg.batch_size);
         let (bx, by) = (x.select(&batch), y.select(&batch));
         let (loss, grad) = loss_and_grad(&head, &bx, &by, objective);
         running += loss;
@@ -369,14 +356,5 @@ mod tests {
         assert!(
             train_probe((&x, &short), (&x, &y), Objective::MultiLabel, &ProbeConfig::default(), &|_, _| 0.0).is_err()
         );
-    }
-
-    #[test]
-    fn schedule_warms_up_then_decays_to_zero() {
-        let cfg = ProbeConfig { lr: 1.0, steps: 100, warmup: 10, ..ProbeConfig::default() };
-        assert!((cfg.lr_at(0) - 0.1).abs() < 1e-12);
-        assert!((cfg.lr_at(9) - 1.0).abs() < 1e-12);
-        assert!(cfg.lr_at(54) < 0.51 && cfg.lr_at(54) > 0.49);
-        assert!(cfg.lr_at(99) < 1e-12);
     }
 }
