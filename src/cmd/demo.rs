@@ -210,12 +210,16 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     commands.push(shell(&ann_args));
     let coverage = window_coverage(&ds, &snap, &annotated).await?;
     eprintln!(
-        "windows: {} from attention, {} centre; single-finding phantoms covered: {:.1}% (centre window: {:.1}%, n = {})",
+        "windows: {} from attention, {} centre; single-finding phantoms covered: {:.1}% (centre window {:.1}%, n = {}); \
+         where the choice matters: {:.1}% (centre window {:.1}%, n = {})",
         annotated.from_attention,
         annotated.centre,
         100.0 * coverage.attention,
         100.0 * coverage.centre,
-        coverage.n
+        coverage.n,
+        100.0 * coverage.attention_decisive,
+        100.0 * coverage.centre_decisive,
+        coverage.n_decisive
     );
 
     step(5, "linear probe on held-out phantoms: pre-trained vs random init");
@@ -249,8 +253,15 @@ struct Coverage {
     n: usize,
     /// Fraction whose attention window contains the finding's box centre.
     attention: f64,
-    /// The same for the centre window (the chance baseline).
+    /// The same for the centre window (the fixed baseline).
     centre: f64,
+    /// Of those, the phantoms where some candidate window misses the finding (where the choice
+    /// matters; with a 6-of-8 window most lung findings are inside every candidate).
+    n_decisive: usize,
+    /// Fraction of the decisive phantoms covered by the attention window.
+    attention_decisive: f64,
+    /// The same for the centre window.
+    centre_decisive: f64,
 }
 
 /// Window coverage over the single-finding phantoms of the pre-training snapshot.
@@ -263,6 +274,8 @@ async fn window_coverage(
     let config = ecamp_model::EcampConfig::tiny();
     let centre = centre_window(config.grid(), config.sr_window);
     let (mut n, mut hit, mut hit_centre) = (0usize, 0usize, 0usize);
+    let (mut nd, mut hit_d, mut hit_centre_d) = (0usize, 0usize, 0usize);
+    let span = (config.grid() - config.sr_window) as i32;
     for item in &labels.items {
         let (Some(&w), [bbox], Some((width, height))) =
             (annotated.windows.get(&item.key), item.boxes.as_slice(), item.size)
@@ -278,12 +291,26 @@ async fn window_coverage(
             (bbox[2] - left as f32) * scale,
             (bbox[3] - top as f32) * scale,
         ];
+        let (a, c) = (covers(w, config.sr_window, config.patch, b), covers(centre, config.sr_window, config.patch, b));
         n += 1;
-        hit += usize::from(covers(w, config.sr_window, config.patch, b));
-        hit_centre += usize::from(covers(centre, config.sr_window, config.patch, b));
+        hit += usize::from(a);
+        hit_centre += usize::from(c);
+        let candidates = (0..=span).flat_map(|i| (0..=span).map(move |j| (i, j)));
+        if candidates.clone().any(|cw| !covers(cw, config.sr_window, config.patch, b)) {
+            nd += 1;
+            hit_d += usize::from(a);
+            hit_centre_d += usize::from(c);
+        }
     }
-    let frac = |k: usize| if n == 0 { f64::NAN } else { k as f64 / n as f64 };
-    Ok(Coverage { n, attention: frac(hit), centre: frac(hit_centre) })
+    let frac = |k: usize, n: usize| if n == 0 { f64::NAN } else { k as f64 / n as f64 };
+    Ok(Coverage {
+        n,
+        attention: frac(hit, n),
+        centre: frac(hit_centre, n),
+        n_decisive: nd,
+        attention_decisive: frac(hit_d, nd),
+        centre_decisive: frac(hit_centre_d, nd),
+    })
 }
 
 /// Everything the report shows.
@@ -349,7 +376,9 @@ impl Report<'_> {
              {table}\n![AUC per finding](auc.png)\n\n\
              ## SR windows from entity attention\n\n\
              On the {n} pre-training phantoms with a single drawn finding, the attention window contains the \
-             finding's centre for **{att:.1}%** of them (the fixed centre window: {cen:.1}%).\n\n\
+             finding's centre for **{att:.1}%** of them (the fixed centre window: {cen:.1}%). On the {nd} of them \
+             where some candidate window misses the finding, so that the choice matters: **{att_d:.1}%** \
+             (centre window: {cen_d:.1}%).\n\n\
              ## Pre-training\n\n![losses](run/losses.png)\n\n![data wait](run/data_wait.png)\n\n\
              ## Reproduce\n\n```sh\n{cmds}\n```\n\
              The snapshot id pins every table version: the same commands on it give the same run bit for bit.\n",
@@ -365,6 +394,9 @@ impl Report<'_> {
             n = c.n,
             att = 100.0 * c.attention,
             cen = 100.0 * c.centre,
+            nd = c.n_decisive,
+            att_d = 100.0 * c.attention_decisive,
+            cen_d = 100.0 * c.centre_decisive,
             cmds = self.commands.join("\n"),
         );
         std::fs::write(dir.join("report.md"), text)
