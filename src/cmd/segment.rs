@@ -128,7 +128,7 @@ fn segment(
     let fit = train_segmenter::<Autodiff<Cpu>>(&Default::default(), cfg, (&tx, &ty), (&vx, &vy), t, &score)?;
     let (sx, sy) = (set.tokens.select(&set.split.test), masks(set, &set.split.test));
     let truth = bits(&sy);
-    let pred = predict(&fit.head, &sx, cfg.dim, t.batch_size, &Default::default());
+    let pred = predict(&fit.head, &sx, cfg.dim, t.batch_size, &Default::default())?;
     let empty: Vec<Vec<bool>> = truth.iter().map(|t| vec![false; t.len()]).collect();
     let pos_idx: Vec<usize> = (0..truth.len()).filter(|&i| truth[i].iter().any(|&b| b)).collect();
     let pick = |v: &[Vec<bool>]| pos_idx.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();

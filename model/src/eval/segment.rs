@@ -152,6 +152,9 @@ pub enum SegError {
     /// Tokens and masks disagree, or a set is empty.
     #[error("segmentation data: {0}")]
     Shape(String),
+    /// The backend could not hand back a tensor.
+    #[error("segmentation backend: {0}")]
+    Backend(String),
 }
 
 /// A trained head and how it got there.
@@ -172,23 +175,23 @@ fn tokens_tensor<B: Backend>(rows: &Rows, dim: usize, device: &B::Device) -> Ten
     Tensor::from_data(TensorData::new(rows.values.clone(), [rows.n, rows.width / dim, dim]), device)
 }
 
-/// Binary masks `[n, S·S]` (0/1) → predicted masks of `head` thresholded at 0.5, row-major.
+/// The masks `head` predicts for token rows `[n, L·d]`: logits thresholded at 0 (σ = 0.5), row-major `S·S`.
 pub fn predict<B: Backend>(
     head: &SegHead<B>,
     tokens: &Rows,
     dim: usize,
     batch: usize,
     device: &B::Device,
-) -> Vec<Vec<bool>> {
+) -> Result<Vec<Vec<bool>>, SegError> {
     let mut out = Vec::with_capacity(tokens.n);
     for start in (0..tokens.n).step_by(batch.max(1)) {
         let idx: Vec<usize> = (start..(start + batch.max(1)).min(tokens.n)).collect();
         let logits = head.forward(tokens_tensor::<B>(&tokens.select(&idx), dim, device));
         let [n, _, h, w] = logits.dims();
-        let v = logits.into_data().into_vec::<f32>().unwrap_or_default();
-        out.extend((0..n).map(|k| v[k * h * w..(k + 1) * h * w].iter().map(|&x| x > 0.0).collect()));
+        let v = logits.into_data().into_vec::<f32>().map_err(|e| SegError::Backend(format!("{e:?}")))?;
+        out.extend(v.chunks_exact(h * w).take(n).map(|m| m.iter().map(|&x| x > 0.0).collect()));
     }
-    out
+    Ok(out)
 }
 
 /// Trains the head on `(tokens, masks)` (masks `[n, S·S]` of 0/1 at the encoder's input side),
@@ -252,7 +255,7 @@ pub fn train_segmenter<B: AutodiffBackend>(
         head = optim.step(t.lr_at(step), head, grads);
         if (step + 1) % t.eval_every == 0 || step + 1 == t.steps {
             let valid = head.valid();
-            let s = score(&predict(&valid, vx, cfg.dim, t.batch_size, &inner), vy);
+            let s = score(&predict(&valid, vx, cfg.dim, t.batch_size, &inner)?, vy);
             history.push((step + 1, running / since as f64, s));
             (running, since) = (0.0, 0);
             if !s.is_nan() && best.as_ref().is_none_or(|b| s >= b.2) {
