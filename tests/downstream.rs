@@ -4,20 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{ecamp, text};
-
-/// A dataset of `n` 64-px phantoms with a vocabulary trained on their reports.
-fn dataset(dir: &Path, n: u64) -> String {
-    let url = dir.join("ds").display().to_string();
-    let src = format!("phantom:{n}:3");
-    let out = ecamp(&["ingest", "--dataset", &url, "--source", &src, "--image-size", "64", "-q"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = ecamp(&["vocab", "build", "--dataset", &url, "--vocab-size", "600"]);
-    assert!(out.status.success(), "{}", text(&out));
-    url
-}
+use common::{ecamp, phantom_dataset, text};
 
 #[test]
 fn quick_demo_reports_probe_auc_against_random_init() {
@@ -59,7 +46,7 @@ fn quick_demo_reports_probe_auc_against_random_init() {
 #[test]
 fn probe_annotate_and_their_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = dataset(dir.path(), 60);
+    let url = phantom_dataset(dir.path(), 60, 3);
     let run = dir.path().join("run").display().to_string();
     let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run, "--batch-size", "8", "--max-steps", "2", "-q"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -7,19 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{ecamp, text};
+use common::{ecamp, phantom_dataset, text};
 use ecamp_model::train::metrics::{MetricsLog, StepMetrics};
-
-/// A dataset of `n` 64-px phantoms with a vocabulary trained on their reports.
-fn dataset(dir: &Path, n: u64) -> String {
-    let url = dir.join("ds").display().to_string();
-    let src = format!("phantom:{n}:7");
-    let out = ecamp(&["ingest", "--dataset", &url, "--source", &src, "--image-size", "64", "-q"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = ecamp(&["vocab", "build", "--dataset", &url, "--vocab-size", "600"]);
-    assert!(out.status.success(), "{}", text(&out));
-    url
-}
 
 fn pretrain(url: &str, run: &Path, extra: &[&str]) {
     let run = run.display().to_string();
@@ -39,7 +28,7 @@ fn numbers(m: &StepMetrics) -> (u64, u64, u64, [u64; 6]) {
 #[test]
 fn interrupted_and_resumed_run_repeats_every_step() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = dataset(dir.path(), 48); // 6 batches of 8 per epoch
+    let url = phantom_dataset(dir.path(), 48, 7); // 6 batches of 8 per epoch
     let whole = dir.path().join("whole");
     pretrain(&url, &whole, &["--max-steps", "10"]);
     let parted = dir.path().join("parted");
@@ -98,7 +87,7 @@ fn interrupted_and_resumed_run_repeats_every_step() {
 #[test]
 fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = dataset(dir.path(), 16);
+    let url = phantom_dataset(dir.path(), 16, 7);
     let nothing = dir.path().join("nothing");
     std::fs::create_dir_all(&nothing).expect("mkdir");
     let run = dir.path().join("run").display().to_string();
@@ -114,7 +103,7 @@ fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
 #[test]
 fn two_devices_train_on_the_same_global_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = dataset(dir.path(), 32);
+    let url = phantom_dataset(dir.path(), 32, 7);
     let one = dir.path().join("one");
     let two = dir.path().join("two");
     pretrain(&url, &one, &["--max-steps", "4"]);

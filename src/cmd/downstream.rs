@@ -174,7 +174,6 @@ pub async fn for_each_image_batch(
     let files = snap.table(TableKind::Samples).map(|p| p.files.clone()).unwrap_or_default();
     let mut seen = vec![false; wanted.values().max().map_or(0, |m| m + 1)];
     let (mut idx, mut imgs) = (Vec::new(), Vec::new());
-    let mut scratch = Vec::new();
     for f in &files {
         for b in ds.read_columns(TableKind::Samples, f, &["sample_id", "image", "image_sha256"]).await? {
             let ids = ecamp_store::schema::sample_ids(&b)?;
@@ -198,9 +197,10 @@ pub async fn for_each_image_batch(
                     bail!("{} has no stored image bytes", at());
                 }
                 verify_sha256(bytes.value(row), hashes.value(row)).with_context(at)?;
-                let (w, h) = decode_gray(bytes.value(row), MAX_SIDE, MAX_SIDE, &mut scratch)
+                let mut pixels = Vec::new();
+                let (w, h) = decode_gray(bytes.value(row), MAX_SIDE, MAX_SIDE, &mut pixels)
                     .with_context(|| format!("{}: cannot decode its image", at()))?;
-                imgs.push(GrayImage { width: w as u32, height: h as u32, pixels: scratch.clone() });
+                imgs.push(GrayImage { width: w as u32, height: h as u32, pixels });
                 idx.push(i);
                 seen[i] = true;
                 if idx.len() == batch {

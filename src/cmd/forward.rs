@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use burn::backend::NdArray;
-use burn::config::Config;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ecamp_model::loss::window_mask;
 use ecamp_model::weights::load_official;
@@ -38,13 +37,7 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let config = match &a.config {
-        Some(path) => {
-            EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?
-        }
-        None => EcampConfig::preset(&a.preset).context("unknown preset")?,
-    };
-    config.check().map_err(anyhow::Error::msg).context("invalid model config")?;
+    let config = super::downstream::model_config(&a.preset, a.config.as_ref())?;
     let losses = tokio::task::spawn_blocking(move || forward(&config, &a.weights, &a.batch)).await??;
     println!("{}", serde_json::to_string(&losses)?);
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use burn::backend::{Autodiff, NdArray};
-use burn::config::Config;
 use ecamp_ingest::vocab;
 use ecamp_loader::text::{TextConfig, TextPrep};
 use ecamp_loader::{Loader, LoaderConfig};
@@ -114,12 +113,7 @@ pub enum BackendArg {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let mut model = match &a.config {
-        Some(path) => {
-            EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?
-        }
-        None => EcampConfig::preset(&a.preset).context("unknown preset")?,
-    };
+    let mut model = super::downstream::model_config(&a.preset, a.config.as_ref())?;
     let tiny = a.preset == "tiny";
     let mut train = if tiny { TrainConfig::tiny() } else { TrainConfig::official() };
     train.epochs = a.epochs.unwrap_or(train.epochs);

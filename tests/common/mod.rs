@@ -137,3 +137,15 @@ pub fn iu_reports_into(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     tar::Archive::new(flate2::read::GzDecoder::new(tgz.as_slice())).unpack(dir).expect("unpack reports");
     Some(dir.join("ecgen-radiology"))
 }
+
+/// A dataset of `n` 64-px phantoms (source seed `seed`) under `dir/ds` with a WordPiece vocabulary
+/// trained on their reports; returns its URL.
+pub fn phantom_dataset(dir: &std::path::Path, n: u64, seed: u64) -> String {
+    let url = dir.join("ds").display().to_string();
+    let src = format!("phantom:{n}:{seed}");
+    let out = ecamp(&["ingest", "--dataset", &url, "--source", &src, "--image-size", "64", "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ecamp(&["vocab", "build", "--dataset", &url, "--vocab-size", "600"]);
+    assert!(out.status.success(), "{}", text(&out));
+    url
+}
