@@ -37,35 +37,75 @@ fn verr(e: impl std::fmt::Display) -> IngestError {
     IngestError::Vocab(e.to_string())
 }
 
-/// Trains a WordPiece tokenizer of at most `vocab_size` tokens on `texts`.
-pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Tokenizer> {
-    let model = WordPiece::builder()
-        .unk_token("[UNK]".into())
-        .continuing_subword_prefix("##".into())
-        .max_input_chars_per_word(100)
-        .build()
-        .map_err(verr)?;
-    let mut tok: TokenizerImpl<
-        WordPiece,
-        NormalizerWrapper,
-        PreTokenizerWrapper,
-        PostProcessorWrapper,
-        DecoderWrapper,
-    > = TokenizerImpl::new(model);
+type Wp = TokenizerImpl<WordPiece, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
+
+/// An untrained tokenizer with the official pipeline around `model`.
+fn pipeline(model: WordPiece) -> Wp {
+    let mut tok: Wp = TokenizerImpl::new(model);
     tok.with_normalizer(Some(NormSeq::new(vec![Lowercase.into(), NFKD.into(), StripAccents.into()])));
     tok.with_pre_tokenizer(Some(PreSeq::new(vec![Whitespace {}.into(), Digits::new(false).into()])));
+    tok
+}
+
+/// The `##c` pieces the trainer will need: every character that occurs after the first
+/// character of a pre-tokenised word, sorted.
+fn continuation_pieces(tok: &Wp, texts: &[&str]) -> Result<Vec<String>> {
+    use tokenizers::{Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+    let mut chars = std::collections::BTreeSet::new();
+    for text in texts {
+        let mut normalized = tokenizers::NormalizedString::from(*text);
+        if let Some(n) = tok.get_normalizer() {
+            n.normalize(&mut normalized).map_err(verr)?;
+        }
+        let mut words = PreTokenizedString::from(normalized);
+        if let Some(p) = tok.get_pre_tokenizer() {
+            p.pre_tokenize(&mut words).map_err(verr)?;
+        }
+        for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            chars.extend(word.chars().skip(1));
+        }
+    }
+    Ok(chars.into_iter().map(|c| format!("##{c}")).collect())
+}
+
+/// Trains a WordPiece tokenizer of at most `vocab_size` tokens on `texts`.
+///
+/// The result is a pure function of the corpus, ids included. The `tokenizers` trainer numbers
+/// the `##c` pieces in hash-map order (randomly seeded per process) and breaks ties between
+/// equally frequent merges by those numbers, so on its own two runs give different ids and,
+/// where the budget runs out among ties, different tokens. Handing it the sorted `##c` pieces
+/// up front (as extra special tokens, which it numbers in the given order) fixes every id the
+/// tie-break can see; they are ordinary vocabulary entries in the tokenizer returned.
+pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Tokenizer> {
+    let texts: Vec<&str> = texts.collect();
+    let wordpiece = || {
+        WordPiece::builder()
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(verr)
+    };
+    let mut tok = pipeline(wordpiece()?);
     let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let pinned: Vec<AddedToken> = specials
+        .iter()
+        .cloned()
+        .chain(continuation_pieces(&tok, &texts)?.into_iter().map(|p| AddedToken::from(p, false)))
+        .collect();
     let mut trainer = WordPieceTrainer::builder()
         .vocab_size(vocab_size)
         .min_frequency(2)
-        .special_tokens(specials.clone())
+        .special_tokens(pinned)
         .continuing_subword_prefix("##".into())
         .show_progress(false)
         .build();
-    tok.train(&mut trainer, texts).map_err(verr)?;
+    tok.train(&mut trainer, texts.into_iter()).map_err(verr)?;
+    // Rebuilt around the trained model so only the real special tokens are added tokens.
+    let mut out = pipeline(tok.get_model().clone());
     // Registered as added tokens so a literal "[CLS] " prefix is matched before normalisation.
-    tok.add_special_tokens(&specials);
-    Ok(tok.into())
+    out.add_special_tokens(&specials);
+    Ok(out.into())
 }
 
 /// Checks a tokenizer has the special tokens at the ids ECAMP's text pipeline relies on.
@@ -206,6 +246,37 @@ mod tests {
         assert!(truncate(&full, 3).is_err(), "cutting away [MASK] is refused");
     }
 
+    /// A corpus where the merge budget runs out among many equal-count pairs, so any
+    /// hash-order tie-break would show up as a different vocabulary.
+    fn tie_heavy_corpus() -> Vec<String> {
+        use rand::Rng;
+        use rand_chacha::rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let letters: Vec<char> = "abcdefghijklmnopqrstuvwxyz".chars().collect();
+        (0..400)
+            .map(|_| {
+                (0..8)
+                    .map(|_| (0..rng.random_range(3..9)).map(|_| letters[rng.random_range(0..letters.len())]).collect())
+                    .collect::<Vec<String>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn training_is_deterministic_ids_included() {
+        let corpus = tie_heavy_corpus();
+        let json = || {
+            let tok = train(corpus.iter().map(String::as_str), 600).expect("train");
+            check(&tok).expect("special ids");
+            tok.to_string(false).expect("json")
+        };
+        let first = json();
+        for _ in 0..3 {
+            assert!(json() == first, "two trainings on the same corpus gave different vocabularies");
+        }
+    }
+
     #[test]
     fn trained_vocabulary_has_the_special_ids_and_tokenizes() {
         let texts = [
@@ -219,5 +290,9 @@ mod tests {
         let enc = tok.encode("[CLS] There is no pneumothorax.", false).expect("encode");
         assert_eq!(enc.get_ids()[0], 2);
         assert!(!enc.get_ids().contains(&1), "known words must not be [UNK]: {:?}", enc.get_tokens());
+        // The pinned `##c` pieces are ordinary vocabulary, not added tokens matched in raw text.
+        assert_eq!(tok.get_added_tokens_decoder().len(), SPECIAL_TOKENS.len());
+        let split = tok.encode("the ##e", false).expect("encode");
+        assert_ne!(split.get_tokens().last().map(String::as_str), Some("##e"), "{:?}", split.get_tokens());
     }
 }
