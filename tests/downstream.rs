@@ -1,5 +1,5 @@
 //! The downstream commands end to end on phantom datasets: `ecamp demo --quick`, `ecamp probe`
-//! with the dataset's phantom labels and with a ChestX-ray14 label file, `ecamp annotate-windows`,
+//! with the dataset's phantom labels and with a ChestX-ray14 label file, `ecamp finetune`, `ecamp annotate-windows`,
 //! and their errors on bad input.
 
 mod common;
@@ -69,6 +69,30 @@ fn probe_annotate_and_their_errors() {
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
     let sizes: Vec<u64> = r["sizes"].as_array().expect("sizes").iter().filter_map(|v| v.as_u64()).collect();
     assert_eq!(sizes.iter().sum::<u64>(), 60, "{r}");
+
+    // Full fine-tuning: same split and scoring as the probe, the whole encoder trained.
+    let out = ecamp(&[
+        "finetune",
+        "--dataset",
+        &url,
+        "--checkpoint",
+        &run,
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(f["mode"], "fine-tune", "{f}");
+    assert_eq!(f["sizes"], r["sizes"], "the probe's patient split: {f}");
+    assert_eq!(f["classes"].as_array().map(Vec::len), r["classes"].as_array().map(Vec::len));
+    assert!(f["validation"][1].as_u64().is_some_and(|s| s == 3 || s == 6), "{f}");
+    let out = ecamp(&["finetune", "--dataset", &url, "--random", "--steps", "0"]);
+    assert!(!out.status.success() && text(&out).contains("must be positive"), "{}", text(&out));
 
     // A label file in the public ChestX-ray14 format, keyed by image file names whose stems
     // are the sample ids; one row names an image the dataset lacks.

@@ -9,6 +9,7 @@ mod distill;
 mod distiller;
 mod downstream;
 mod export;
+mod finetune;
 mod forward;
 mod fsck;
 mod ingest;
@@ -63,6 +64,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Linear-probe an encoder (checkpoint, imported weights or random) on labelled samples.
     Probe(probe::Args),
+    /// Fine-tune an encoder end to end with a classification head on labelled samples.
+    Finetune(finetune::Args),
     /// Train and score the SegViT-style segmentation head on a frozen encoder (Dice).
     Segment(segment::Args),
     /// Train and score the YOLOv3-style detection head on a frozen encoder (mAP).
@@ -83,6 +86,7 @@ impl Cli {
                 | Command::Forward(_)
                 | Command::AnnotateWindows(_)
                 | Command::Probe(_)
+                | Command::Finetune(_)
                 | Command::Segment(_)
                 | Command::Detect(_)
                 | Command::Demo(_)
@@ -105,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Forward(a) => forward::run(a).await,
         Command::Export(a) => export::run(a).await,
         Command::Probe(a) => probe::run(a).await,
+        Command::Finetune(a) => finetune::run(a).await,
         Command::Segment(a) => segment::run(a).await,
         Command::Detect(a) => detect::run(a).await,
         Command::AnnotateWindows(a) => annotate::run(a).await,

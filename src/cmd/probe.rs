@@ -43,9 +43,11 @@ pub struct ProbeArgs {
     pub batch_size: usize,
 }
 
-/// The outcome of one probe.
+/// The outcome of one classification evaluation (linear probe or fine-tune).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProbeResult {
+    /// `linear-probe` or `fine-tune`.
+    pub mode: &'static str,
     /// Label source.
     pub labels: String,
     /// The weights probed.
@@ -76,12 +78,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line: metric, score, split sizes and the model.
+/// One line: mode, metric, score, split sizes and the model.
 pub fn summary_line(r: &ProbeResult) -> String {
     let score = r.score.map_or("undefined".to_string(), |s| format!("{s:.4}"));
     format!(
-        "probe {}: test {} {score} ({} train / {} val / {} test, {}% of training patients) — {}",
-        r.labels, r.metric, r.sizes.0, r.sizes.1, r.sizes.2, r.fraction, r.model
+        "{} {}: test {} {score} ({} train / {} val / {} test, {}% of training patients) — {}",
+        r.mode, r.labels, r.metric, r.sizes.0, r.sizes.1, r.sizes.2, r.fraction, r.model
     )
 }
 
@@ -128,12 +130,8 @@ pub async fn evaluate<B: Backend>(
     let dim = feats[found[0]].as_ref().map_or(0, Vec::len);
     let x = Rows::new(found.len(), dim, found.iter().flat_map(|&i| feats[i].clone().unwrap_or_default()).collect())
         .context("features of unequal width")?;
-    let classes = labels.classes.len();
-    let (objective, metric) = match labels.task {
-        Task::MultiLabel => (Objective::MultiLabel, "auc"),
-        Task::SingleLabel => (Objective::SingleLabel, "accuracy"),
-    };
-    let y = targets(&items, classes, objective);
+    let (objective, metric) = objective_of(labels);
+    let y = targets(&items, labels.classes.len(), objective);
     let score = |s: &Rows, t: &Rows| score_of(s, t, objective).0.unwrap_or(f64::NAN);
     let cfg = ProbeConfig { lr: p.lr, batch_size: p.batch_size, steps: p.steps, ..ProbeConfig::default() };
     let fit = tokio::task::block_in_place(|| {
@@ -148,6 +146,7 @@ pub async fn evaluate<B: Backend>(
     let (tx, ty) = (x.select(&split.test), y.select(&split.test));
     let (test, per_class) = score_of(&fit.head.scores(&tx, objective), &ty, objective);
     Ok(ProbeResult {
+        mode: "linear-probe",
         labels: labels.name.clone(),
         model: model.origin.clone(),
         snapshot: snap.id.clone(),
@@ -161,8 +160,16 @@ pub async fn evaluate<B: Backend>(
     })
 }
 
+/// The head's loss and the task's metric.
+pub fn objective_of(labels: &LabelSet) -> (Objective, &'static str) {
+    match labels.task {
+        Task::MultiLabel => (Objective::MultiLabel, "auc"),
+        Task::SingleLabel => (Objective::SingleLabel, "accuracy"),
+    }
+}
+
 /// Target rows: the label set's for multi-label tasks, one-hot of the single label otherwise.
-fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Objective) -> Rows {
+pub fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Objective) -> Rows {
     let mut values = Vec::with_capacity(items.len() * classes);
     for it in items {
         match objective {
@@ -179,7 +186,7 @@ fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Object
 }
 
 /// The task's score and, for multi-label tasks, the per-class AUCs.
-fn score_of(scores: &Rows, targets: &Rows, objective: Objective) -> (Option<f64>, Vec<Option<f64>>) {
+pub fn score_of(scores: &Rows, targets: &Rows, objective: Objective) -> (Option<f64>, Vec<Option<f64>>) {
     let rows = |r: &Rows| (0..r.n).map(|i| r.row(i).to_vec()).collect::<Vec<_>>();
     match objective {
         Objective::MultiLabel => mean_auc(&rows(scores), &rows(targets)),

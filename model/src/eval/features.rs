@@ -60,6 +60,12 @@ impl CanvasBatch {
         Self { pixels, n: images.len(), height, width, crops, flips: vec![false; images.len()] }
     }
 
+    /// Replaces the centre crops and flips with other views, `(top, left, height, width)` and a
+    /// flip bit per image (training augmentation).
+    pub fn set_views(&mut self, views: Vec<((u32, u32, u32, u32), bool)>) {
+        (self.crops, self.flips) = views.into_iter().unzip();
+    }
+
     /// The batch as the augmentation reads it.
     pub fn canvases(&self) -> Canvases<'_> {
         Canvases {

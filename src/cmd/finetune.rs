@@ -1,0 +1,133 @@
+//! `ecamp finetune`: full fine-tuning of spec §7.1 on a dataset snapshot and a label source —
+//! the whole encoder plus a `fc_norm` + linear head trained end to end on random resized crops;
+//! mean ROC-AUC (multi-label) or accuracy (single-label) on a patient-level test split, scored
+//! exactly as `ecamp probe` so the two compare line for line.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use ecamp_eval::labels::LabelSet;
+use ecamp_model::eval::features::GrayImage;
+use ecamp_model::eval::finetune::{Classifier, FinetuneConfig, Labelled, finetune, predict};
+use ecamp_model::net::vit::Encoder;
+use ecamp_store::{Dataset, Snapshot};
+
+use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found, wanted_keys};
+use super::probe::{ProbeResult, objective_of, score_of, summary_line, targets};
+
+type Train = Autodiff<Cpu>;
+
+/// Fine-tune an encoder and a classification head on labelled samples of a dataset.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Label sources, matching, splits and --fraction are those of `ecamp probe`. Every parameter is
+trained (SGD, momentum 0.9, warmup then cosine, global gradient norm clipped at 1.0) on
+RandomResizedCrop (scale 0.08-1) and flip views; evaluation uses centre crops. The model with the
+best validation score is tested. The labelled images are held decoded in memory (about one byte
+per stored pixel).")]
+pub struct Args {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub tune: TuneArgs,
+}
+
+/// How the fine-tune is trained.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TuneArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 600)]
+    pub steps: usize,
+    /// Peak SGD learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Validate every this many steps.
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    /// Seed of the head, the batch order and the crops.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Runs the command.
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let t = a.task.open().await?;
+    let result = evaluate(&t.ds, &t.snap, &t.labels, t.model, &a.task.split, &a.tune).await?;
+    a.task.report(&result, summary_line(&result))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fine-tunes the encoder of `model` on the labelled samples of `snap` and tests the best one.
+pub async fn evaluate(
+    ds: &Dataset,
+    snap: &Snapshot,
+    labels: &LabelSet,
+    model: LoadedModel<Cpu>,
+    s: &SplitArgs,
+    t: &TuneArgs,
+) -> anyhow::Result<ProbeResult> {
+    let mut decoded: Vec<Option<GrayImage>> = vec![None; labels.items.len()];
+    let mut keep = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
+        for (i, img) in idx.into_iter().zip(imgs) {
+            decoded[i] = Some(img);
+        }
+        Ok(())
+    };
+    for_each_image_batch(ds, snap, &wanted_keys(labels), s.feature_batch.max(1), &mut keep).await?;
+    let found: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_some()).collect();
+    let (items, split, train) = split_found(labels, &found, s, &snap.id)?;
+    let images: Vec<&GrayImage> = found.iter().filter_map(|&i| decoded[i].as_ref()).collect();
+    let pick = |ix: &[usize]| ix.iter().map(|&k| images[k]).collect::<Vec<_>>();
+    let (objective, metric) = objective_of(labels);
+    let y = targets(&items, labels.classes.len(), objective);
+    let cfg = FinetuneConfig {
+        lr: t.lr,
+        batch_size: t.batch_size,
+        steps: t.steps,
+        warmup: (t.steps / 12).max(1),
+        eval_every: t.eval_every,
+        seed: t.seed,
+        ..FinetuneConfig::default()
+    };
+    let device = Default::default();
+    let encoder = Encoder::<Train>::from_inner(model.model.encoder);
+    let classifier = Classifier::new(encoder, labels.classes.len(), t.seed, &device);
+    let img_size = model.config.img_size;
+    let score = |p: &_, truth: &_| score_of(p, truth, objective).0.unwrap_or(f64::NAN);
+    let (train_images, val_images, test_images) = (pick(&train), pick(&split.val), pick(&split.test));
+    let fit = tokio::task::block_in_place(|| {
+        finetune::<Train>(
+            &device,
+            classifier,
+            img_size,
+            Labelled { images: &train_images, targets: &y.select(&train) },
+            Labelled { images: &val_images, targets: &y.select(&split.val) },
+            objective,
+            &cfg,
+            &score,
+        )
+    })
+    .context("fine-tuning failed")?;
+    let scores = tokio::task::block_in_place(|| {
+        predict(&fit.model, &test_images, img_size, s.feature_batch.max(1), objective, &device)
+    })?;
+    let (test, per_class) = score_of(&scores, &y.select(&split.test), objective);
+    Ok(ProbeResult {
+        mode: "fine-tune",
+        labels: labels.name.clone(),
+        model: model.origin,
+        snapshot: snap.id.clone(),
+        metric,
+        score: test,
+        classes: labels.classes.iter().cloned().zip(per_class).collect(),
+        sizes: (train.len(), split.val.len(), split.test.len()),
+        unmatched: labels.len() - found.len(),
+        fraction: s.fraction,
+        validation: (fit.best_score, fit.best_step),
+    })
+}
