@@ -49,6 +49,10 @@ pub struct TuneArgs {
     /// Validate every this many steps.
     #[arg(long, default_value_t = 50)]
     pub eval_every: usize,
+    /// Smallest crop area of RandomResizedCrop, as a fraction of the image (the official 0.08
+    /// suits 224 px inputs; small inputs may lose the finding in so small a crop).
+    #[arg(long, default_value_t = 0.08)]
+    pub min_scale: f64,
     /// Seed of the head, the batch order and the crops.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -92,6 +96,7 @@ pub async fn evaluate(
         warmup: (t.steps / 12).max(1),
         eval_every: t.eval_every,
         seed: t.seed,
+        scale: (t.min_scale, 1.0),
         ..FinetuneConfig::default()
     };
     let device = Default::default();
@@ -129,5 +134,6 @@ pub async fn evaluate(
         unmatched: labels.len() - found.len(),
         fraction: s.fraction,
         validation: (fit.best_score, fit.best_step),
+        history: fit.history,
     })
 }

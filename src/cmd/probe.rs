@@ -68,6 +68,8 @@ pub struct ProbeResult {
     pub fraction: f64,
     /// Validation score of the kept head and its step.
     pub validation: (f64, usize),
+    /// `(step, mean training loss, validation score)` at every validation.
+    pub history: Vec<(usize, f64, f64)>,
 }
 
 /// Runs the command.
@@ -157,6 +159,7 @@ pub async fn evaluate<B: Backend>(
         unmatched: labels.len() - found.len(),
         fraction: s.fraction,
         validation: (fit.best_score, fit.best_step),
+        history: fit.history,
     })
 }
 

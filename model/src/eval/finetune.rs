@@ -220,6 +220,9 @@ pub fn finetune<B: AutodiffBackend>(
     if cfg.batch_size == 0 || cfg.steps == 0 || cfg.eval_every == 0 {
         return Err(FinetuneError::Shape("batch size, steps and eval_every must be positive".into()));
     }
+    if !(cfg.scale.0 > 0.0 && cfg.scale.0 <= cfg.scale.1 && cfg.scale.1 <= 1.0) {
+        return Err(FinetuneError::Shape(format!("crop scale range {:?} is not within (0, 1]", cfg.scale)));
+    }
     let augment = AugmentConfig { scale: cfg.scale, ..AugmentConfig::default() };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut batches = Batches::new(train.images.len(), rng.random());
