@@ -11,11 +11,12 @@ use burn::module::AutodiffModule;
 use ecamp_eval::labels::LabelSet;
 use ecamp_model::eval::features::GrayImage;
 use ecamp_model::eval::finetune::{Classifier, FinetuneConfig, Labelled, finetune, predict};
+use ecamp_model::eval::probe::{ProbeConfig, Rows};
 use ecamp_model::net::vit::Encoder;
 use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found, wanted_keys};
-use super::probe::{ProbeResult, objective_of, score_of, summary_line, targets};
+use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, wanted_keys};
+use super::probe::{Prepared, ProbeResult, Trained, summary_line};
 
 type Train = Autodiff<Cpu>;
 
@@ -84,56 +85,41 @@ pub async fn evaluate(
     };
     for_each_image_batch(ds, snap, &wanted_keys(labels), s.feature_batch.max(1), &mut keep).await?;
     let found: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_some()).collect();
-    let (items, split, train) = split_found(labels, &found, s, &snap.id)?;
+    let task = Prepared::new(labels, &found, s, &snap.id)?;
     let images: Vec<&GrayImage> = found.iter().filter_map(|&i| decoded[i].as_ref()).collect();
     let pick = |ix: &[usize]| ix.iter().map(|&k| images[k]).collect::<Vec<_>>();
-    let (objective, metric) = objective_of(labels);
-    let y = targets(&items, labels.classes.len(), objective);
+    let (y, split, objective) = (&task.y, &task.split, task.objective);
     let cfg = FinetuneConfig {
-        lr: t.lr,
-        batch_size: t.batch_size,
-        steps: t.steps,
-        warmup: (t.steps / 12).max(1),
-        eval_every: t.eval_every,
-        seed: t.seed,
+        schedule: ProbeConfig {
+            lr: t.lr,
+            batch_size: t.batch_size,
+            steps: t.steps,
+            warmup: (t.steps / 12).max(1),
+            eval_every: t.eval_every,
+            seed: t.seed,
+            ..ProbeConfig::default()
+        },
         scale: (t.min_scale, 1.0),
         ..FinetuneConfig::default()
     };
     let device = Default::default();
     let encoder = Encoder::<Train>::from_inner(model.model.encoder);
-    let classifier = Classifier::new(encoder, labels.classes.len(), t.seed, &device);
-    let img_size = model.config.img_size;
-    let score = |p: &_, truth: &_| score_of(p, truth, objective).0.unwrap_or(f64::NAN);
-    let (train_images, val_images, test_images) = (pick(&train), pick(&split.val), pick(&split.test));
+    let classifier = Classifier::new(encoder, model.config.img_size, labels.classes.len(), t.seed, &device);
+    let (train_images, val_images, test_images) = (pick(&task.train), pick(&split.val), pick(&split.test));
     let fit = tokio::task::block_in_place(|| {
         finetune::<Train>(
             &device,
             classifier,
-            img_size,
-            Labelled { images: &train_images, targets: &y.select(&train) },
+            Labelled { images: &train_images, targets: &y.select(&task.train) },
             Labelled { images: &val_images, targets: &y.select(&split.val) },
             objective,
             &cfg,
-            &score,
+            &|s: &Rows, t: &Rows| task.score(s, t),
         )
     })
     .context("fine-tuning failed")?;
-    let scores = tokio::task::block_in_place(|| {
-        predict(&fit.model, &test_images, img_size, s.feature_batch.max(1), objective, &device)
-    })?;
-    let (test, per_class) = score_of(&scores, &y.select(&split.test), objective);
-    Ok(ProbeResult {
-        mode: "fine-tune",
-        labels: labels.name.clone(),
-        model: model.origin,
-        snapshot: snap.id.clone(),
-        metric,
-        score: test,
-        classes: labels.classes.iter().cloned().zip(per_class).collect(),
-        sizes: (train.len(), split.val.len(), split.test.len()),
-        unmatched: labels.len() - found.len(),
-        fraction: s.fraction,
-        validation: (fit.best_score, fit.best_step),
-        history: fit.history,
-    })
+    let scores =
+        tokio::task::block_in_place(|| predict(&fit.model, &test_images, s.feature_batch.max(1), objective, &device))?;
+    let trained = Trained { scores, best: (fit.best_score, fit.best_step), history: fit.history };
+    Ok(task.result("fine-tune", labels, &model.origin, &snap.id, trained))
 }

@@ -128,51 +128,101 @@ pub async fn evaluate<B: Backend>(
 ) -> anyhow::Result<ProbeResult> {
     let feats = features(ds, snap, labels, model, s.feature_batch).await?;
     let found: Vec<usize> = (0..feats.len()).filter(|&i| feats[i].is_some()).collect();
-    let (items, split, train) = split_found(labels, &found, s, &snap.id)?;
+    let task = Prepared::new(labels, &found, s, &snap.id)?;
     let dim = feats[found[0]].as_ref().map_or(0, Vec::len);
     let x = Rows::new(found.len(), dim, found.iter().flat_map(|&i| feats[i].clone().unwrap_or_default()).collect())
         .context("features of unequal width")?;
-    let (objective, metric) = objective_of(labels);
-    let y = targets(&items, labels.classes.len(), objective);
-    let score = |s: &Rows, t: &Rows| score_of(s, t, objective).0.unwrap_or(f64::NAN);
+    let (y, split, objective) = (&task.y, &task.split, task.objective);
     let cfg = ProbeConfig { lr: p.lr, batch_size: p.batch_size, steps: p.steps, ..ProbeConfig::default() };
     let fit = tokio::task::block_in_place(|| {
         train_probe(
-            (&x.select(&train), &y.select(&train)),
+            (&x.select(&task.train), &y.select(&task.train)),
             (&x.select(&split.val), &y.select(&split.val)),
             objective,
             &cfg,
-            &score,
+            &|s: &Rows, t: &Rows| task.score(s, t),
         )
     })?;
-    let (tx, ty) = (x.select(&split.test), y.select(&split.test));
-    let (test, per_class) = score_of(&fit.head.scores(&tx, objective), &ty, objective);
-    Ok(ProbeResult {
-        mode: "linear-probe",
-        labels: labels.name.clone(),
-        model: model.origin.clone(),
-        snapshot: snap.id.clone(),
-        metric,
-        score: test,
-        classes: labels.classes.iter().cloned().zip(per_class).collect(),
-        sizes: (train.len(), split.val.len(), split.test.len()),
-        unmatched: labels.len() - found.len(),
-        fraction: s.fraction,
-        validation: (fit.best_score, fit.best_step),
-        history: fit.history,
-    })
+    let test_scores = fit.head.scores(&x.select(&split.test), objective);
+    let trained = Trained { scores: test_scores, best: (fit.best_score, fit.best_step), history: fit.history };
+    Ok(task.result("linear-probe", labels, &model.origin, &snap.id, trained))
 }
 
-/// The head's loss and the task's metric.
-pub fn objective_of(labels: &LabelSet) -> (Objective, &'static str) {
-    match labels.task {
-        Task::MultiLabel => (Objective::MultiLabel, "auc"),
-        Task::SingleLabel => (Objective::SingleLabel, "accuracy"),
+/// A classification task ready to train on: the found items split by patient, the training part
+/// reduced to the fraction, and their targets (shared by `probe` and `finetune`).
+pub struct Prepared {
+    /// The head's loss.
+    pub objective: Objective,
+    /// `auc` or `accuracy`.
+    pub metric: &'static str,
+    /// Targets of the found items, in their order.
+    pub y: Rows,
+    /// The patient split of the found items.
+    pub split: ecamp_eval::Split,
+    /// Training items (the fraction of `split.train`).
+    pub train: Vec<usize>,
+    /// Label rows without a sample.
+    pub unmatched: usize,
+    /// Percent of the training patients used.
+    pub fraction: f64,
+}
+
+/// What training left for the report: test scores and the validation trail.
+pub struct Trained {
+    /// Scores `[test, C]` of the test items.
+    pub scores: Rows,
+    /// Best validation score and its step.
+    pub best: (f64, usize),
+    /// `(step, mean training loss, validation score)` at every validation.
+    pub history: Vec<(usize, f64, f64)>,
+}
+
+impl Prepared {
+    /// Splits the items of `labels` at `found` (indices of label rows with a sample).
+    pub fn new(labels: &LabelSet, found: &[usize], s: &SplitArgs, snapshot: &str) -> anyhow::Result<Self> {
+        let (items, split, train) = split_found(labels, found, s, snapshot)?;
+        let (objective, metric) = match labels.task {
+            Task::MultiLabel => (Objective::MultiLabel, "auc"),
+            Task::SingleLabel => (Objective::SingleLabel, "accuracy"),
+        };
+        let y = targets(&items, labels.classes.len(), objective);
+        Ok(Self { objective, metric, y, split, train, unmatched: labels.len() - found.len(), fraction: s.fraction })
+    }
+
+    /// The task's score of `scores` against `targets` (NaN where undefined): what validation keeps.
+    pub fn score(&self, scores: &Rows, targets: &Rows) -> f64 {
+        score_of(scores, targets, self.objective).0.unwrap_or(f64::NAN)
+    }
+
+    /// The report of a trained classifier.
+    pub fn result(
+        &self,
+        mode: &'static str,
+        labels: &LabelSet,
+        model: &str,
+        snapshot: &str,
+        t: Trained,
+    ) -> ProbeResult {
+        let (test, per_class) = score_of(&t.scores, &self.y.select(&self.split.test), self.objective);
+        ProbeResult {
+            mode,
+            labels: labels.name.clone(),
+            model: model.to_string(),
+            snapshot: snapshot.to_string(),
+            metric: self.metric,
+            score: test,
+            classes: labels.classes.iter().cloned().zip(per_class).collect(),
+            sizes: (self.train.len(), self.split.val.len(), self.split.test.len()),
+            unmatched: self.unmatched,
+            fraction: self.fraction,
+            validation: t.best,
+            history: t.history,
+        }
     }
 }
 
 /// Target rows: the label set's for multi-label tasks, one-hot of the single label otherwise.
-pub fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Objective) -> Rows {
+fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Objective) -> Rows {
     let mut values = Vec::with_capacity(items.len() * classes);
     for it in items {
         match objective {
@@ -189,7 +239,7 @@ pub fn targets(items: &[ecamp_eval::labels::Item], classes: usize, objective: Ob
 }
 
 /// The task's score and, for multi-label tasks, the per-class AUCs.
-pub fn score_of(scores: &Rows, targets: &Rows, objective: Objective) -> (Option<f64>, Vec<Option<f64>>) {
+fn score_of(scores: &Rows, targets: &Rows, objective: Objective) -> (Option<f64>, Vec<Option<f64>>) {
     let rows = |r: &Rows| (0..r.n).map(|i| r.row(i).to_vec()).collect::<Vec<_>>();
     match objective {
         Objective::MultiLabel => mean_auc(&rows(scores), &rows(targets)),

@@ -25,8 +25,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::features::{CanvasBatch, FC_NORM_EPS, GrayImage, encoder_inputs};
-use super::probe::{Objective, Rows};
-use super::schedule::{Batches, warmup_cosine};
+use super::probe::{Objective, ProbeConfig, Rows};
+use super::schedule::Batches;
 use crate::augment::AugmentError;
 use crate::net::init::layer_norm;
 use crate::net::vit::Encoder;
@@ -41,12 +41,15 @@ pub struct Classifier<B: Backend> {
     pub fc_norm: LayerNorm<B>,
     /// `Linear(d, C)`.
     pub head: Linear<B>,
+    /// Side of the encoder input.
+    pub img_size: usize,
 }
 
 impl<B: Backend> Classifier<B> {
-    /// Wraps `encoder` with a fresh head for `classes` outputs: weight ~ N(0, 2e-5) truncated at
-    /// ±2σ, bias 0; `fc_norm` at γ = 1, β = 0; the position table made trainable.
-    pub fn new(mut encoder: Encoder<B>, classes: usize, seed: u64, device: &B::Device) -> Self {
+    /// Wraps `encoder` (for `img_size`² inputs) with a fresh head for `classes` outputs: weight
+    /// ~ N(0, 2e-5) truncated at ±2σ, bias 0; `fc_norm` at γ = 1, β = 0; the position table made
+    /// trainable.
+    pub fn new(mut encoder: Encoder<B>, img_size: usize, classes: usize, seed: u64, device: &B::Device) -> Self {
         let dim = encoder.cls_token.dims()[2];
         encoder.pos_embed = Param::from_tensor(encoder.pos_embed.val());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -62,7 +65,7 @@ impl<B: Backend> Classifier<B> {
         let w: Tensor<B, 2> = Tensor::from_data(TensorData::new(weight, [classes, dim]), device);
         head.weight = Param::from_tensor(w.transpose());
         head.bias = Some(Param::from_tensor(Tensor::zeros([classes], device)));
-        Self { encoder, fc_norm: layer_norm(dim, FC_NORM_EPS, device), head }
+        Self { encoder, fc_norm: layer_norm(dim, FC_NORM_EPS, device), head, img_size }
     }
 
     /// Logits `[n, C]` of encoder inputs `[n, 3, S, S]`.
@@ -74,39 +77,17 @@ impl<B: Backend> Classifier<B> {
 /// Fine-tuning hyper-parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FinetuneConfig {
-    /// Peak SGD learning rate.
-    pub lr: f64,
-    /// SGD momentum (dampening 0, as torch).
-    pub momentum: f64,
-    /// Images per step.
-    pub batch_size: usize,
-    /// Optimizer steps.
-    pub steps: usize,
-    /// Linear warmup steps.
-    pub warmup: usize,
-    /// Validate every this many steps.
-    pub eval_every: usize,
+    /// The SGD schedule, batches, validation interval and seed, as the linear probe's.
+    pub schedule: ProbeConfig,
     /// Global gradient-norm limit.
     pub clip: f64,
     /// `RandomResizedCrop` area range.
     pub scale: (f64, f64),
-    /// Seed of the head init, the batch order and the crops.
-    pub seed: u64,
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        Self {
-            lr: 0.01,
-            momentum: 0.9,
-            batch_size: 64,
-            steps: 600,
-            warmup: 50,
-            eval_every: 50,
-            clip: 1.0,
-            scale: (0.08, 1.0),
-            seed: 42,
-        }
+        Self { schedule: ProbeConfig { lr: 0.01, steps: 600, ..ProbeConfig::default() }, clip: 1.0, scale: (0.08, 1.0) }
     }
 }
 
@@ -164,7 +145,6 @@ impl Labelled<'_> {
 pub fn predict<B: Backend>(
     model: &Classifier<B>,
     images: &[&GrayImage],
-    img_size: usize,
     batch: usize,
     objective: Objective,
     device: &B::Device,
@@ -173,7 +153,7 @@ pub fn predict<B: Backend>(
     let mut width = 0;
     for chunk in images.chunks(batch.max(1)) {
         let owned: Vec<GrayImage> = chunk.iter().map(|i| (*i).clone()).collect();
-        let x = encoder_inputs::<B>(device, &CanvasBatch::new(&owned).canvases(), img_size)?;
+        let x = encoder_inputs::<B>(device, &CanvasBatch::new(&owned).canvases(), model.img_size)?;
         let logits = model.forward(x);
         width = logits.dims()[1];
         let s = match objective {
@@ -208,7 +188,6 @@ fn loss<B: Backend>(logits: Tensor<B, 2>, targets: &Rows, objective: Objective) 
 pub fn finetune<B: AutodiffBackend>(
     device: &B::Device,
     mut model: Classifier<B>,
-    img_size: usize,
     train: Labelled,
     val: Labelled,
     objective: Objective,
@@ -217,23 +196,24 @@ pub fn finetune<B: AutodiffBackend>(
 ) -> Result<FinetuneFit<B::InnerBackend>, FinetuneError> {
     train.check("training set")?;
     val.check("validation set")?;
-    if cfg.batch_size == 0 || cfg.steps == 0 || cfg.eval_every == 0 {
+    let sgd = &cfg.schedule;
+    if sgd.batch_size == 0 || sgd.steps == 0 || sgd.eval_every == 0 {
         return Err(FinetuneError::Shape("batch size, steps and eval_every must be positive".into()));
     }
     if !(cfg.scale.0 > 0.0 && cfg.scale.0 <= cfg.scale.1 && cfg.scale.1 <= 1.0) {
         return Err(FinetuneError::Shape(format!("crop scale range {:?} is not within (0, 1]", cfg.scale)));
     }
     let augment = AugmentConfig { scale: cfg.scale, ..AugmentConfig::default() };
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(sgd.seed);
     let mut batches = Batches::new(train.images.len(), rng.random());
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0)))
+        .with_momentum(Some(MomentumConfig::new().with_momentum(sgd.momentum).with_dampening(0.0)))
         .init::<B, Classifier<B>>();
     let mut best: Option<(Classifier<B::InnerBackend>, usize, f64)> = None;
     let mut history = Vec::new();
     let mut running = 0.0;
-    for step in 0..cfg.steps {
-        let idx = batches.next_batch(cfg.batch_size);
+    for step in 0..sgd.steps {
+        let idx = batches.next_batch(sgd.batch_size);
         let images: Vec<GrayImage> = idx.iter().map(|&i| train.images[i].clone()).collect();
         let mut batch = CanvasBatch::new(&images);
         let views = images
@@ -244,17 +224,17 @@ pub fn finetune<B: AutodiffBackend>(
             })
             .collect();
         batch.set_views(views);
-        let x = encoder_inputs::<B>(device, &batch.canvases(), img_size)?;
+        let x = encoder_inputs::<B>(device, &batch.canvases(), model.img_size)?;
         let l = loss(model.forward(x), &train.targets.select(&idx), objective);
         running += l.clone().into_scalar().elem::<f64>();
         let mut grads = GradientsParams::from_grads(l.backward(), &model);
         clip_global_norm::<B, Classifier<B>>(&model, &mut grads, cfg.clip);
-        model = optim.step(warmup_cosine(cfg.lr, cfg.warmup, cfg.steps, step), model, grads);
-        if (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps {
+        model = optim.step(sgd.lr_at(step), model, grads);
+        if (step + 1) % sgd.eval_every == 0 || step + 1 == sgd.steps {
             let current = model.valid();
-            let scores = predict(&current, val.images, img_size, cfg.batch_size, objective, device)?;
+            let scores = predict(&current, val.images, sgd.batch_size, objective, device)?;
             let s = score(&scores, val.targets);
-            let since = (step % cfg.eval_every) + 1;
+            let since = (step % sgd.eval_every) + 1;
             history.push((step + 1, running / since as f64, s));
             running = 0.0;
             if !s.is_nan() && best.as_ref().is_none_or(|(_, _, b)| s >= *b) {
@@ -262,7 +242,7 @@ pub fn finetune<B: AutodiffBackend>(
             }
         }
     }
-    let (model, best_step, best_score) = best.unwrap_or_else(|| (model.valid(), cfg.steps, f64::NAN));
+    let (model, best_step, best_score) = best.unwrap_or_else(|| (model.valid(), sgd.steps, f64::NAN));
     Ok(FinetuneFit { model, best_step, best_score, history })
 }
 
@@ -304,6 +284,17 @@ mod tests {
         hits as f64 / s.values.len() as f64
     }
 
+    /// Fine-tunes a copy of `model` on `train` (validated on `val`) as a multi-label task.
+    fn fit(
+        model: &Classifier<B>,
+        train: (&[&GrayImage], &Rows),
+        val: (&[&GrayImage], &Rows),
+        cfg: &FinetuneConfig,
+    ) -> Result<FinetuneFit<NdArray>, FinetuneError> {
+        let (train, val) = (Labelled { images: train.0, targets: train.1 }, Labelled { images: val.0, targets: val.1 });
+        finetune::<B>(&Default::default(), model.clone(), train, val, Objective::MultiLabel, cfg, &auc_like)
+    }
+
     #[test]
     fn fine_tuning_learns_and_is_reproducible() {
         let device = Default::default();
@@ -311,30 +302,17 @@ mod tests {
         let (ti, ty) = toy(96, 1);
         let (vi, vy) = toy(48, 2);
         let (tr, va): (Vec<&GrayImage>, Vec<&GrayImage>) = (ti.iter().collect(), vi.iter().collect());
-        let ft =
-            FinetuneConfig { steps: 80, warmup: 5, eval_every: 20, batch_size: 16, lr: 0.05, ..Default::default() };
+        let schedule =
+            ProbeConfig { steps: 80, warmup: 5, eval_every: 20, batch_size: 16, lr: 0.05, ..ProbeConfig::default() };
+        let ft = FinetuneConfig { schedule, ..Default::default() };
         // One initial model for both runs: other tests draw from the backend's global RNG too.
-        let initial = Classifier::new(cfg.init::<B>(&device).encoder, 2, 7, &device);
-        let run = || {
-            let model = initial.clone();
-            let before = predict(&model.valid(), &va, cfg.img_size, 16, Objective::MultiLabel, &device).unwrap();
-            let fit = finetune::<B>(
-                &device,
-                model,
-                cfg.img_size,
-                Labelled { images: &tr, targets: &ty },
-                Labelled { images: &va, targets: &vy },
-                Objective::MultiLabel,
-                &ft,
-                &auc_like,
-            )
-            .unwrap();
-            (auc_like(&before, &vy), fit)
-        };
-        let (before, fit) = run();
-        assert!(fit.best_score > before + 0.15 && fit.best_score > 0.85, "{before} → {:?}", fit.history);
-        let (_, again) = run();
-        assert_eq!(fit.history, again.history, "same seeds, same run");
+        let initial = Classifier::new(cfg.init::<B>(&device).encoder, cfg.img_size, 2, 7, &device);
+        let before = predict(&initial.valid(), &va, 16, Objective::MultiLabel, &device).unwrap();
+        let before = auc_like(&before, &vy);
+        let first = fit(&initial, (&tr, &ty), (&va, &vy), &ft).unwrap();
+        assert!(first.best_score > before + 0.15 && first.best_score > 0.85, "{before} → {:?}", first.history);
+        let again = fit(&initial, (&tr, &ty), (&va, &vy), &ft).unwrap();
+        assert_eq!(first.history, again.history, "same seeds, same run");
     }
 
     #[test]
@@ -344,21 +322,15 @@ mod tests {
         let t = Rows { n: 1, width: 2, values: vec![1.0, f32::NAN] };
         let l: f32 = loss(logits, &t, Objective::MultiLabel).into_scalar();
         assert!((l - (1.0 + (-3.0f32).exp()).ln()).abs() < 1e-6, "{l}");
-        let cfg = EcampConfig::tiny();
-        let model = Classifier::new(cfg.init::<B>(&device).encoder, 2, 7, &device);
+        let tiny = EcampConfig::tiny();
+        let model = Classifier::new(tiny.init::<B>(&device).encoder, tiny.img_size, 2, 7, &device);
         let (ti, ty) = toy(4, 1);
         let tr: Vec<&GrayImage> = ti.iter().collect();
         let short = Rows { n: 3, width: 2, values: ty.values[..6].to_vec() };
-        let err = finetune::<B>(
-            &device,
-            model,
-            cfg.img_size,
-            Labelled { images: &tr, targets: &short },
-            Labelled { images: &tr, targets: &ty },
-            Objective::MultiLabel,
-            &FinetuneConfig::default(),
-            &auc_like,
-        );
+        let err = fit(&model, (&tr, &short), (&tr, &ty), &FinetuneConfig::default());
+        assert!(matches!(err, Err(FinetuneError::Shape(_))), "{err:?}");
+        let bad_scale = FinetuneConfig { scale: (0.0, 1.0), ..FinetuneConfig::default() };
+        let err = fit(&model, (&tr, &ty), (&tr, &ty), &bad_scale);
         assert!(matches!(err, Err(FinetuneError::Shape(_))), "{err:?}");
     }
 }
