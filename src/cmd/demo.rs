@@ -39,7 +39,7 @@ pub struct Args {
     /// Pre-training phantoms [default: 2000; 256 with --quick].
     #[arg(long)]
     studies: Option<u64>,
-    /// Held-out phantoms for the probe [default: 600; 300 with --quick].
+    /// Held-out phantoms for the probe [default: 2000 (a 400-image test split); 300 with --quick].
     #[arg(long)]
     heldout: Option<u64>,
     /// Pre-training epochs [default: 10; 4 with --quick].
@@ -78,7 +78,7 @@ impl Plan {
             heldout: url(&dir.join("heldout")),
             run: dir.join("run"),
             studies: a.studies.unwrap_or(if a.quick { 256 } else { 2000 }),
-            held: a.heldout.unwrap_or(if a.quick { 300 } else { 600 }),
+            held: a.heldout.unwrap_or(if a.quick { 300 } else { 2000 }),
             epochs: a.epochs.unwrap_or(if a.quick { 4 } else { 10 }),
             image_size: a.image_size,
             dir,
