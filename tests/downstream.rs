@@ -93,6 +93,12 @@ fn probe_annotate_and_their_errors() {
     assert!(f["validation"][1].as_u64().is_some_and(|s| s == 3 || s == 6), "{f}");
     let out = ecamp(&["finetune", "--dataset", &url, "--random", "--steps", "0"]);
     assert!(!out.status.success() && text(&out).contains("must be positive"), "{}", text(&out));
+    if !cfg!(feature = "cuda") {
+        for cmd in ["probe", "finetune"] {
+            let out = ecamp(&[cmd, "--dataset", &url, "--random", "--backend", "cuda"]);
+            assert!(!out.status.success() && text(&out).contains("--features cuda"), "{}", text(&out));
+        }
+    }
 
     // A label file in the public ChestX-ray14 format, keyed by image file names whose stems
     // are the sample ids; one row names an image the dataset lacks.

@@ -23,6 +23,10 @@ use super::print_json;
 /// The CPU backend the evaluation commands run on.
 pub type Cpu = NdArray;
 
+/// Why `--backend cuda` fails in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub const NO_CUDA: &str = "this ecamp was built without CUDA; rebuild with `cargo build --release --features cuda`";
+
 /// Largest image side decoded for evaluation (the ingest pipeline stores at most this).
 const MAX_SIDE: usize = 16_384;
 
@@ -76,7 +80,7 @@ pub struct TaskArgs {
 }
 
 /// What [`TaskArgs::open`] resolves.
-pub struct Task {
+pub struct Task<B: Backend = Cpu> {
     /// The dataset.
     pub ds: Dataset,
     /// The snapshot evaluated.
@@ -84,16 +88,21 @@ pub struct Task {
     /// The ground truth.
     pub labels: LabelSet,
     /// The encoder.
-    pub model: LoadedModel<Cpu>,
+    pub model: LoadedModel<B>,
 }
 
 impl TaskArgs {
-    /// Opens the dataset and snapshot, reads the labels and loads the model.
+    /// Opens the dataset and snapshot, reads the labels and loads the model on the CPU.
     pub async fn open(&self) -> anyhow::Result<Task> {
+        self.open_on::<Cpu>(&Default::default()).await
+    }
+
+    /// [`TaskArgs::open`] with the model on `device`.
+    pub async fn open_on<B: Backend>(&self, device: &B::Device) -> anyhow::Result<Task<B>> {
         let ds = Dataset::open(&self.dataset).await.with_context(|| format!("cannot open dataset {}", self.dataset))?;
         let snap = ds.resolve(&self.snapshot).await.with_context(|| format!("cannot resolve {}", self.snapshot))?;
         let labels = load_labels(&ds, &snap, &self.labels, &self.split).await?;
-        let model = self.model.load::<Cpu>(&Default::default())?;
+        let model = self.model.load::<B>(device)?;
         Ok(Task { ds, snap, labels, model })
     }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 use ecamp_eval::labels::LabelSet;
 use ecamp_model::eval::features::GrayImage;
 use ecamp_model::eval::finetune::{Classifier, FinetuneConfig, Labelled, finetune, predict};
@@ -16,9 +17,8 @@ use ecamp_model::net::vit::Encoder;
 use ecamp_store::{Dataset, Snapshot};
 
 use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, wanted_keys};
+use super::pretrain::BackendArg;
 use super::probe::{Prepared, ProbeResult, Trained, summary_line};
-
-type Train = Autodiff<Cpu>;
 
 /// Fine-tune an encoder and a classification head on labelled samples of a dataset.
 #[derive(Debug, clap::Args)]
@@ -33,6 +33,9 @@ pub struct Args {
     pub task: TaskArgs,
     #[command(flatten)]
     pub tune: TuneArgs,
+    /// Where the model trains.
+    #[arg(long, value_enum, default_value = "ndarray")]
+    pub backend: BackendArg,
 }
 
 /// How the fine-tune is trained.
@@ -61,20 +64,44 @@ pub struct TuneArgs {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let t = a.task.open().await?;
-    let result = evaluate(&t.ds, &t.snap, &t.labels, t.model, &a.task.split, &a.tune).await?;
+    let result = match a.backend {
+        BackendArg::Ndarray => tune_on::<Autodiff<Cpu>>(&a, &Default::default()).await?,
+        BackendArg::Cuda => cuda::tune(&a).await?,
+    };
     a.task.report(&result, summary_line(&result))?;
     Ok(ExitCode::SUCCESS)
 }
 
+async fn tune_on<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<ProbeResult> {
+    let t = a.task.open_on::<B::InnerBackend>(device).await?;
+    evaluate::<B>(&t.ds, &t.snap, &t.labels, t.model, &a.task.split, &a.tune, device).await
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! Fine-tuning on CUDA device 0.
+    pub async fn tune(a: &super::Args) -> anyhow::Result<super::ProbeResult> {
+        super::tune_on::<burn::backend::Autodiff<burn::backend::Cuda>>(a, &Default::default()).await
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    //! Without the `cuda` feature the CUDA backend is not compiled in.
+    pub async fn tune(_: &super::Args) -> anyhow::Result<super::ProbeResult> {
+        anyhow::bail!(super::super::downstream::NO_CUDA)
+    }
+}
+
 /// Fine-tunes the encoder of `model` on the labelled samples of `snap` and tests the best one.
-pub async fn evaluate(
+pub async fn evaluate<B: AutodiffBackend>(
     ds: &Dataset,
     snap: &Snapshot,
     labels: &LabelSet,
-    model: LoadedModel<Cpu>,
+    model: LoadedModel<B::InnerBackend>,
     s: &SplitArgs,
     t: &TuneArgs,
+    device: &B::Device,
 ) -> anyhow::Result<ProbeResult> {
     let mut decoded: Vec<Option<GrayImage>> = vec![None; labels.items.len()];
     let mut keep = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
@@ -102,13 +129,12 @@ pub async fn evaluate(
         scale: (t.min_scale, 1.0),
         ..FinetuneConfig::default()
     };
-    let device = Default::default();
-    let encoder = Encoder::<Train>::from_inner(model.model.encoder);
-    let classifier = Classifier::new(encoder, model.config.img_size, labels.classes.len(), t.seed, &device);
+    let encoder = Encoder::<B>::from_inner(model.model.encoder);
+    let classifier = Classifier::new(encoder, model.config.img_size, labels.classes.len(), t.seed, device);
     let (train_images, val_images, test_images) = (pick(&task.train), pick(&split.val), pick(&split.test));
     let fit = tokio::task::block_in_place(|| {
-        finetune::<Train>(
-            &device,
+        finetune::<B>(
+            device,
             classifier,
             Labelled { images: &train_images, targets: &y.select(&task.train) },
             Labelled { images: &val_images, targets: &y.select(&split.val) },
@@ -119,7 +145,7 @@ pub async fn evaluate(
     })
     .context("fine-tuning failed")?;
     let scores =
-        tokio::task::block_in_place(|| predict(&fit.model, &test_images, s.feature_batch.max(1), objective, &device))?;
+        tokio::task::block_in_place(|| predict(&fit.model, &test_images, s.feature_batch.max(1), objective, device))?;
     let trained = Trained { scores, best: (fit.best_score, fit.best_step), history: fit.history };
     Ok(task.result("fine-tune", labels, &model.origin, &snap.id, trained))
 }

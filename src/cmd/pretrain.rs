@@ -226,7 +226,7 @@ mod cuda {
         _: Option<&Path>,
         _: Progress<'_>,
     ) -> anyhow::Result<Summary> {
-        bail!("this ecamp was built without CUDA; rebuild with `cargo build --release --features cuda`")
+        bail!(crate::cmd::downstream::NO_CUDA)
     }
 }
 

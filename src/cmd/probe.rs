@@ -12,7 +12,8 @@ use ecamp_model::eval::features::{CanvasBatch, GrayImage, encoder_inputs, probe_
 use ecamp_model::eval::probe::{Objective, ProbeConfig, Rows, train_probe};
 use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found, wanted_keys};
+use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found, wanted_keys};
+use super::pretrain::BackendArg;
 
 /// Linear-probe an encoder on labelled samples of a dataset.
 #[derive(Debug, clap::Args)]
@@ -27,6 +28,9 @@ pub struct Args {
     pub task: TaskArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    /// Where the encoder computes the features.
+    #[arg(long, value_enum, default_value = "ndarray")]
+    pub backend: BackendArg,
 }
 
 /// How the probe is trained (shared with `ecamp demo`).
@@ -74,10 +78,33 @@ pub struct ProbeResult {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let t = a.task.open().await?;
-    let result = evaluate(&t.ds, &t.snap, &t.labels, &t.model, &a.task.split, &a.probe).await?;
+    let result = match a.backend {
+        BackendArg::Ndarray => probe_on::<Cpu>(&a, &Default::default()).await?,
+        BackendArg::Cuda => cuda::probe(&a).await?,
+    };
     a.task.report(&result, summary_line(&result))?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn probe_on<B: Backend>(a: &Args, device: &B::Device) -> anyhow::Result<ProbeResult> {
+    let t = a.task.open_on::<B>(device).await?;
+    evaluate(&t.ds, &t.snap, &t.labels, &t.model, &a.task.split, &a.probe).await
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! The features on CUDA device 0 (the head stays host code).
+    pub async fn probe(a: &super::Args) -> anyhow::Result<super::ProbeResult> {
+        super::probe_on::<burn::backend::Cuda>(a, &Default::default()).await
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    //! Without the `cuda` feature the CUDA backend is not compiled in.
+    pub async fn probe(_: &super::Args) -> anyhow::Result<super::ProbeResult> {
+        anyhow::bail!(super::super::downstream::NO_CUDA)
+    }
 }
 
 /// One line: mode, metric, score, split sizes and the model.
@@ -99,7 +126,7 @@ async fn features<B: Backend>(
 ) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
     let wanted = wanted_keys(labels);
     let mut out: Vec<Option<Vec<f32>>> = vec![None; labels.items.len()];
-    let device: B::Device = Default::default();
+    let device = model.model.encoder.cls_token.device();
     let mut each = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
         let rows = tokio::task::block_in_place(|| -> anyhow::Result<Vec<f32>> {
             let batch = CanvasBatch::new(&imgs);
