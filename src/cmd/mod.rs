@@ -90,7 +90,7 @@ impl Cli {
                 | Command::Segment(_)
                 | Command::Detect(_)
                 | Command::Demo(_)
-                | Command::Bench(bench::Command::Model(_))
+                | Command::Bench(bench::Command::Model(_) | bench::Command::Loader(_))
         )
     }
 }
