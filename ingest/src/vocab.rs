@@ -78,15 +78,13 @@ fn continuation_pieces(tok: &Wp, texts: &[&str]) -> Result<Vec<String>> {
 /// tie-break can see; they are ordinary vocabulary entries in the tokenizer returned.
 pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Tokenizer> {
     let texts: Vec<&str> = texts.collect();
-    let wordpiece = || {
-        WordPiece::builder()
-            .unk_token("[UNK]".into())
-            .continuing_subword_prefix("##".into())
-            .max_input_chars_per_word(100)
-            .build()
-            .map_err(verr)
-    };
-    let mut tok = pipeline(wordpiece()?);
+    let model = WordPiece::builder()
+        .unk_token("[UNK]".into())
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(verr)?;
+    let mut tok = pipeline(model);
     let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
     let pinned: Vec<AddedToken> = specials
         .iter()
