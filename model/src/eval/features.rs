@@ -44,19 +44,19 @@ pub struct CanvasBatch {
 }
 
 impl CanvasBatch {
-    /// Lays out `images`.
-    pub fn new(images: &[GrayImage]) -> Self {
-        let height = images.iter().map(|i| i.height as usize).max().unwrap_or(0);
-        let width = images.iter().map(|i| i.width as usize).max().unwrap_or(0);
+    /// Lays out `images` (owned or borrowed).
+    pub fn new<I: std::borrow::Borrow<GrayImage>>(images: &[I]) -> Self {
+        let height = images.iter().map(|i| i.borrow().height as usize).max().unwrap_or(0);
+        let width = images.iter().map(|i| i.borrow().width as usize).max().unwrap_or(0);
         let mut pixels = vec![0u8; images.len() * height * width];
-        for (k, img) in images.iter().enumerate() {
+        for (k, img) in images.iter().map(|i| i.borrow()).enumerate() {
             let w = img.width as usize;
             let canvas = &mut pixels[k * height * width..(k + 1) * height * width];
             for (row, src) in img.pixels.chunks_exact(w.max(1)).take(img.height as usize).enumerate() {
                 canvas[row * width..row * width + w].copy_from_slice(src);
             }
         }
-        let crops = images.iter().map(|i| centre_crop(i.width, i.height)).collect();
+        let crops = images.iter().map(|i| centre_crop(i.borrow().width, i.borrow().height)).collect();
         Self { pixels, n: images.len(), height, width, crops, flips: vec![false; images.len()] }
     }
 

@@ -152,8 +152,7 @@ pub fn predict<B: Backend>(
     let mut values = Vec::new();
     let mut width = 0;
     for chunk in images.chunks(batch.max(1)) {
-        let owned: Vec<GrayImage> = chunk.iter().map(|i| (*i).clone()).collect();
-        let x = encoder_inputs::<B>(device, &CanvasBatch::new(&owned).canvases(), model.img_size)?;
+        let x = encoder_inputs::<B>(device, &CanvasBatch::new(chunk).canvases(), model.img_size)?;
         let logits = model.forward(x);
         width = logits.dims()[1];
         let s = match objective {
@@ -214,7 +213,7 @@ pub fn finetune<B: AutodiffBackend>(
     let mut running = 0.0;
     for step in 0..sgd.steps {
         let idx = batches.next_batch(sgd.batch_size);
-        let images: Vec<GrayImage> = idx.iter().map(|&i| train.images[i].clone()).collect();
+        let images: Vec<&GrayImage> = idx.iter().map(|&i| train.images[i]).collect();
         let mut batch = CanvasBatch::new(&images);
         let views = images
             .iter()
