@@ -197,6 +197,34 @@ fn mlm_weights_scale_each_positions_cross_entropy() {
 }
 
 #[test]
+fn cross_entropy_gradient_is_softmax_minus_onehot() {
+    let dev = Default::default();
+    let (n, t, v) = (2, 3, 7);
+    // Large logits: the stabilising max must not change the value or the gradient.
+    let raw = Tensor::<B, 3>::random([n, t, v], Distribution::Normal(40.0, 5.0), &dev);
+    let lg = raw.to_data().to_vec::<f32>().unwrap();
+    let labels_v: Vec<i64> = (0..(n * t) as i64).map(|i| (i * 3) % v as i64).collect();
+    let labels = Tensor::<A, 2, Int>::from_data(TensorData::new(labels_v.clone(), [n, t]), &dev);
+    let logits = Tensor::<A, 3>::from_data(raw.into_data(), &dev).require_grad();
+    let ce = token_cross_entropy(logits.clone(), labels);
+    let values = ce.clone().into_data().to_vec::<f32>().unwrap();
+    let grads = ce.sum().backward();
+    let grad = logits.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    for (pos, &label) in labels_v.iter().enumerate() {
+        let row: Vec<f64> = lg[pos * v..(pos + 1) * v].iter().map(|&x| f64::from(x)).collect();
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = row.iter().map(|x| (x - m).exp()).sum();
+        let expect = z.ln() + m - row[label as usize];
+        assert!((f64::from(values[pos]) - expect).abs() < 1e-4, "{} vs {expect}", values[pos]);
+        for (k, x) in row.iter().enumerate() {
+            let want = (x - m).exp() / z - if k == label as usize { 1.0 } else { 0.0 };
+            let got = f64::from(grad[pos * v + k]);
+            assert!((got - want).abs() < 1e-5, "position {pos}, class {k}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
 fn every_loss_reaches_the_encoder() {
     let dev = Default::default();
     let c = tiny();

@@ -151,7 +151,13 @@ impl ModelArgs {
                     .with_context(|| format!("cannot load the weights {}", path.display()))?;
                 format!("weights {} ({} tensors loaded)", path.display(), report.applied)
             }
-            None => format!("random init ({} preset, seed {})", self.preset, self.init_seed),
+            None => {
+                let sizes = match &self.config {
+                    Some(path) => format!("config {}", path.display()),
+                    None => format!("{} preset", self.preset),
+                };
+                format!("random init ({sizes}, seed {})", self.init_seed)
+            }
         };
         Ok(LoadedModel { model, config, origin })
     }

@@ -50,7 +50,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 use super::probe::Rows;
-use super::schedule::Batches;
+use super::schedule::{Batches, BestOnValidation, validates_after};
 use crate::net::init::linear;
 use crate::net::sr::{conv3x3, upsample2x_bilinear};
 use crate::train::optim::clip_global_norm;
@@ -696,30 +696,24 @@ pub fn train_detector<B: AutodiffBackend>(
         .with_weight_decay(t.weight_decay as f32)
         .init::<B, Detector<B>>();
     let mut batches = Batches::new(x.n, t.seed);
-    let mut best: Option<(Detector<B::InnerBackend>, usize, f64)> = None;
-    let (mut history, mut running, mut since) = (Vec::new(), 0.0, 0usize);
+    let mut kept = BestOnValidation::default();
     for step in 0..t.steps {
         let batch = batches.next_batch(t.batch_size);
         let boxes: Vec<Vec<[f32; 4]>> = batch.iter().map(|&i| y[i].clone()).collect();
         let loss = model.loss(tokens_tensor(&x.select(&batch), cfg.dim, device), &boxes)?;
-        running += loss.clone().into_scalar().elem::<f64>();
-        since += 1;
+        kept.add_loss(loss.clone().into_scalar().elem::<f64>());
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         if t.clip > 0.0 {
             clip_global_norm::<B, Detector<B>>(&model, &mut grads, t.clip);
         }
         model = optim.step(t.lr_at(step), model, grads);
-        if (step + 1) % t.eval_every == 0 || step + 1 == t.steps {
+        if validates_after(step, t.eval_every, t.steps) {
             let valid = model.valid();
             let s = score(&valid.predict(vx, t.batch_size, t.conf_thres, t.nms_iou, device)?, vy);
-            history.push((step + 1, running / since as f64, s));
-            (running, since) = (0.0, 0);
-            if !s.is_nan() && best.as_ref().is_none_or(|b| s >= b.2) {
-                best = Some((valid, step + 1, s));
-            }
+            kept.record(step, s, valid);
         }
     }
-    let (model, best_step, best_score) = best.unwrap_or_else(|| (model.valid(), t.steps, f64::NAN));
+    let (model, best_step, best_score, history) = kept.finish(t.steps, || model.valid());
     Ok(DetectorFit { model, best_step, best_score, history })
 }
 

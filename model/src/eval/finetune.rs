@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::features::{CanvasBatch, FC_NORM_EPS, GrayImage, encoder_inputs};
 use super::probe::{Objective, ProbeConfig, Rows};
-use super::schedule::Batches;
+use super::schedule::{Batches, BestOnValidation, validates_after};
 use crate::augment::AugmentError;
 use crate::net::init::layer_norm;
 use crate::net::vit::Encoder;
@@ -208,9 +208,7 @@ pub fn finetune<B: AutodiffBackend>(
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_momentum(sgd.momentum).with_dampening(0.0)))
         .init::<B, Classifier<B>>();
-    let mut best: Option<(Classifier<B::InnerBackend>, usize, f64)> = None;
-    let mut history = Vec::new();
-    let mut running = 0.0;
+    let mut kept = BestOnValidation::default();
     for step in 0..sgd.steps {
         let idx = batches.next_batch(sgd.batch_size);
         let images: Vec<&GrayImage> = idx.iter().map(|&i| train.images[i]).collect();
@@ -225,23 +223,17 @@ pub fn finetune<B: AutodiffBackend>(
         batch.set_views(views);
         let x = encoder_inputs::<B>(device, &batch.canvases(), model.img_size)?;
         let l = loss(model.forward(x), &train.targets.select(&idx), objective);
-        running += l.clone().into_scalar().elem::<f64>();
+        kept.add_loss(l.clone().into_scalar().elem::<f64>());
         let mut grads = GradientsParams::from_grads(l.backward(), &model);
         clip_global_norm::<B, Classifier<B>>(&model, &mut grads, cfg.clip);
         model = optim.step(sgd.lr_at(step), model, grads);
-        if (step + 1) % sgd.eval_every == 0 || step + 1 == sgd.steps {
+        if validates_after(step, sgd.eval_every, sgd.steps) {
             let current = model.valid();
             let scores = predict(&current, val.images, sgd.batch_size, objective, device)?;
-            let s = score(&scores, val.targets);
-            let since = (step % sgd.eval_every) + 1;
-            history.push((step + 1, running / since as f64, s));
-            running = 0.0;
-            if !s.is_nan() && best.as_ref().is_none_or(|(_, _, b)| s >= *b) {
-                best = Some((current, step + 1, s));
-            }
+            kept.record(step, score(&scores, val.targets), current);
         }
     }
-    let (model, best_step, best_score) = best.unwrap_or_else(|| (model.valid(), sgd.steps, f64::NAN));
+    let (model, best_step, best_score, history) = kept.finish(sgd.steps, || model.valid());
     Ok(FinetuneFit { model, best_step, best_score, history })
 }
 

@@ -11,7 +11,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::schedule::Batches;
+use super::schedule::{Batches, BestOnValidation, validates_after};
 
 /// Loss of the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -183,14 +183,12 @@ pub fn train_probe(
     let mut head = LinearHead::init(dim, classes, &mut rng);
     let mut batches = Batches::with_rng(x.n, rng);
     let mut velocity = LinearHead { dim, classes, weight: vec![0.0; dim * classes], bias: vec![0.0; classes] };
-    let mut best: Option<(LinearHead, usize, f64)> = None;
-    let mut history = Vec::new();
-    let mut running = 0.0;
+    let mut kept = BestOnValidation::default();
     for step in 0..cfg.steps {
         let batch = batches.next_batch(cfg.batch_size);
         let (bx, by) = (x.select(&batch), y.select(&batch));
         let (loss, grad) = loss_and_grad(&head, &bx, &by, objective);
-        running += loss;
+        kept.add_loss(loss);
         let lr = cfg.lr_at(step) as f32;
         let m = cfg.momentum as f32;
         // torch SGD: v = μ·v + g; p -= lr·v (dampening 0, no Nesterov).
@@ -202,17 +200,11 @@ pub fn train_probe(
             *v = m * *v + g;
             *p -= lr * *v;
         }
-        if (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps {
-            let s = score(&head.scores(vx, objective), vy);
-            let since = (step % cfg.eval_every) + 1;
-            history.push((step + 1, running / since as f64, s));
-            running = 0.0;
-            if best.as_ref().is_none_or(|(_, _, b)| s >= *b || b.is_nan()) && !s.is_nan() {
-                best = Some((head.clone(), step + 1, s));
-            }
+        if validates_after(step, cfg.eval_every, cfg.steps) {
+            kept.record(step, score(&head.scores(vx, objective), vy), head.clone());
         }
     }
-    let (head, best_step, best_score) = best.unwrap_or((head, cfg.steps, f64::NAN));
+    let (head, best_step, best_score, history) = kept.finish(cfg.steps, || head);
     Ok(ProbeFit { head, best_step, best_score, history })
 }
 

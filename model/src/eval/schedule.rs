@@ -1,5 +1,6 @@
 //! What the downstream heads' training loops share: the warmup-cosine learning rate of the
-//! official `WarmupCosineSchedule` and seeded shuffled batches.
+//! official `WarmupCosineSchedule`, seeded shuffled batches, and the keeper of the best model
+//! on the validation set.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -51,6 +52,56 @@ impl Batches {
     }
 }
 
+/// A training loop's record of its validations: the mean training loss since the previous one,
+/// every score, and the model that scored best (higher is better; NaN never counts; ties go to
+/// the later model, as the official multi-label loops compare with `>=`).
+#[derive(Debug, Clone)]
+pub struct BestOnValidation<M> {
+    best: Option<(M, usize, f64)>,
+    history: Vec<(usize, f64, f64)>,
+    running: f64,
+    since: usize,
+}
+
+impl<M> Default for BestOnValidation<M> {
+    fn default() -> Self {
+        Self { best: None, history: Vec::new(), running: 0.0, since: 0 }
+    }
+}
+
+/// What a loop hands back: the kept model, the step after which it was taken, its score, and
+/// `(step, mean training loss, validation score)` at every validation.
+pub type Kept<M> = (M, usize, f64, Vec<(usize, f64, f64)>);
+
+/// Whether a loop of `steps` steps validates after `step` (0-based): every `every` steps and
+/// after the last.
+pub fn validates_after(step: usize, every: usize, steps: usize) -> bool {
+    (step + 1).is_multiple_of(every.max(1)) || step + 1 == steps
+}
+
+impl<M> BestOnValidation<M> {
+    /// Adds one step's training loss to the running mean.
+    pub fn add_loss(&mut self, loss: f64) {
+        self.running += loss;
+        self.since += 1;
+    }
+
+    /// Records the validation after `step` (0-based) and keeps `model` if it scored best so far.
+    pub fn record(&mut self, step: usize, score: f64, model: M) {
+        self.history.push((step + 1, self.running / self.since.max(1) as f64, score));
+        (self.running, self.since) = (0.0, 0);
+        if !score.is_nan() && self.best.as_ref().is_none_or(|b| score >= b.2) {
+            self.best = Some((model, step + 1, score));
+        }
+    }
+
+    /// The kept model, or `last` after `steps` with a NaN score when no validation scored.
+    pub fn finish(self, steps: usize, last: impl FnOnce() -> M) -> Kept<M> {
+        let (model, step, score) = self.best.unwrap_or_else(|| (last(), steps, f64::NAN));
+        (model, step, score, self.history)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +125,27 @@ mod tests {
         let mut c = Batches::new(10, 7);
         assert_eq!(b.next_batch(4), c.next_batch(4));
         assert_eq!(Batches::new(3, 1).next_batch(8).len(), 3);
+    }
+
+    #[test]
+    fn keeps_the_best_later_on_ties_and_never_nan() {
+        let mut k = BestOnValidation::default();
+        for (step, loss, score) in [(0, 1.0, f64::NAN), (1, 3.0, 0.5), (2, 1.0, 0.7), (3, 0.0, 0.7), (4, 2.0, 0.6)] {
+            k.add_loss(loss);
+            k.add_loss(loss + 1.0);
+            k.record(step, score, step);
+        }
+        let (model, step, score, history) = k.finish(5, || 99);
+        assert_eq!((model, step, score), (3, 4, 0.7));
+        assert_eq!(history.len(), 5);
+        assert_eq!((history[1].0, history[1].1), (2, 3.5));
+        assert!(history[0].2.is_nan());
+        let mut none = BestOnValidation::default();
+        none.record(0, f64::NAN, 1);
+        let (model, step, score, _) = none.finish(7, || 42);
+        assert_eq!((model, step), (42, 7));
+        assert!(score.is_nan());
+        assert!(validates_after(9, 10, 100) && validates_after(99, 7, 100));
+        assert!(!validates_after(8, 10, 100));
     }
 }

@@ -24,7 +24,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
 use super::probe::Rows;
-use super::schedule::Batches;
+use super::schedule::{Batches, BestOnValidation, validates_after};
 use crate::net::init::linear;
 use crate::net::sr::{conv3x3, upsample2x_bilinear};
 use crate::train::optim::clip_global_norm;
@@ -238,8 +238,7 @@ pub fn train_segmenter<B: AutodiffBackend>(
         .with_weight_decay(t.weight_decay)
         .init::<B, SegHead<B>>();
     let mut batches = Batches::new(x.n, t.seed);
-    let mut best: Option<(SegHead<B::InnerBackend>, usize, f64)> = None;
-    let (mut history, mut running, mut since) = (Vec::new(), 0.0, 0usize);
+    let mut kept = BestOnValidation::default();
     let inner = Default::default();
     for step in 0..t.steps {
         let batch = batches.next_batch(t.batch_size);
@@ -247,23 +246,18 @@ pub fn train_segmenter<B: AutodiffBackend>(
         let target: Tensor<B, 4> =
             Tensor::from_data(TensorData::new(y.select(&batch).values, [batch.len(), 1, side, side]), device);
         let loss = mixed_loss(head.forward(tokens), target, 10.0, 2.0);
-        running += loss.clone().into_scalar().to_f64_lossy();
-        since += 1;
+        kept.add_loss(loss.clone().into_scalar().to_f64_lossy());
         let mut grads = GradientsParams::from_grads(loss.backward(), &head);
         // torch's clip_grad_norm_ (one global norm), not burn's per-tensor clipping.
         clip_global_norm::<B, SegHead<B>>(&head, &mut grads, 1.0);
         head = optim.step(t.lr_at(step), head, grads);
-        if (step + 1) % t.eval_every == 0 || step + 1 == t.steps {
+        if validates_after(step, t.eval_every, t.steps) {
             let valid = head.valid();
             let s = score(&predict(&valid, vx, cfg.dim, t.batch_size, &inner)?, vy);
-            history.push((step + 1, running / since as f64, s));
-            (running, since) = (0.0, 0);
-            if !s.is_nan() && best.as_ref().is_none_or(|b| s >= b.2) {
-                best = Some((valid, step + 1, s));
-            }
+            kept.record(step, s, valid);
         }
     }
-    let (head, best_step, best_score) = best.unwrap_or_else(|| (head.valid(), t.steps, f64::NAN));
+    let (head, best_step, best_score, history) = kept.finish(t.steps, || head.valid());
     Ok(SegFit { head, best_step, best_score, history })
 }
 
