@@ -45,11 +45,12 @@ pub struct Args {
     /// Held-out phantoms for the probe [default: 2000 (a 400-image test split); 300 with --quick].
     #[arg(long)]
     heldout: Option<u64>,
-    /// Pre-training epochs [default: 10; 4 with --quick].
+    /// Pre-training epochs [default: 20 (2,500 steps, ~7 min on 2 cores); 4 with --quick].
     #[arg(long)]
     epochs: Option<u64>,
-    /// Peak pre-training learning rate. Above spec-tiny's 1e-3: in the demo's 1,250 steps, 3e-3
-    /// adds 0.01–0.02 mean probe AUC on two snapshots (BENCHMARKS.md has the sweep).
+    /// Peak pre-training learning rate. Above spec-tiny's 1e-3: in 1,250 steps, 3e-3 adds
+    /// 0.01–0.02 mean probe AUC on two snapshots, and the gain grows with longer training
+    /// (BENCHMARKS.md has the sweep).
     #[arg(long, default_value_t = DEMO_LR)]
     lr: f64,
     /// Phantom side in pixels (the tiny model crops and resizes to its input).
@@ -87,7 +88,7 @@ impl Plan {
             run: dir.join("run"),
             studies: a.studies.unwrap_or(if a.quick { 256 } else { 2000 }),
             held: a.heldout.unwrap_or(if a.quick { 300 } else { 2000 }),
-            epochs: a.epochs.unwrap_or(if a.quick { 4 } else { 10 }),
+            epochs: a.epochs.unwrap_or(if a.quick { 4 } else { 20 }),
             lr: a.lr,
             image_size: a.image_size,
             dir,
