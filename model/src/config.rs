@@ -102,6 +102,37 @@ impl EcampConfig {
         2 * self.img_size
     }
 
+    /// Multiply-add FLOPs (2 per multiply-add) of one sample's forward pass in the matmuls and
+    /// convolutions, text padded to `max_len` as the model computes it; ×3 gives a training
+    /// step's model FLOPs, the numerator of MFU. Elementwise work, norms and softmax are left
+    /// out, as MFU conventionally does.
+    pub fn forward_flops_per_sample(&self) -> f64 {
+        let f = |x: usize| x as f64;
+        let mm = |m: usize, k: usize, n: usize| 2.0 * f(m) * f(k) * f(n);
+        let (l, p) = (self.num_patches(), self.patch);
+        // A pre-norm ViT block over `t` tokens of width `d`.
+        let block =
+            |t: usize, d: usize| mm(t, d, 3 * d) + 2.0 * mm(t, d, t) + mm(t, d, d) + 2.0 * mm(t, d, self.mlp_ratio * d);
+        let visible = 1 + self.len_keep();
+        let encoder = mm(l, 3 * p * p, self.vit_dim) + f(self.vit_depth) * block(visible, self.vit_dim);
+        let decoder = mm(visible, self.vit_dim, self.dec_dim)
+            + f(self.dec_depth) * block(1 + l, self.dec_dim)
+            + mm(1 + l, self.dec_dim, 3 * p * p);
+        // Two 3-channel 3×3 convolutions on the 2S × 2S upsampled reconstruction.
+        let sr = 2.0 * mm(self.big_size() * self.big_size(), 27, 3);
+        let (t, h, k) = (self.max_len, self.bert_hidden, self.len_keep());
+        let ffn = mm(t, h, self.bert_intermediate) * 2.0;
+        let self_attention = 4.0 * mm(t, h, h) + 2.0 * mm(t, h, t);
+        let cross_attention = mm(t, h, h) + 2.0 * mm(k, h, h) + 2.0 * mm(t, h, k) + mm(1, h, h) + mm(t, h, h);
+        let fusion = self_attention + cross_attention + ffn;
+        let text = mm(visible, self.vit_dim, h)
+            + fusion
+            + f(self.bert_layers) * (self_attention + ffn)
+            + mm(t, h, h)
+            + mm(t, h, self.vocab_size);
+        encoder + decoder + sr + text
+    }
+
     /// Checks the sizes that must agree (spec-tiny §2); the message names the offending field.
     pub fn check(&self) -> Result<(), String> {
         let rule = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_string()) };

@@ -9,6 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::EcampConfig;
 use crate::loss::{mim_loss, mlm_loss, patchify, sr_loss, token_cross_entropy, window_mask};
+use crate::net::autocast;
 use crate::net::bert::TextBranch;
 use crate::net::init::linear;
 use crate::net::sr::SuperResolution;
@@ -160,7 +161,7 @@ impl<B: Backend> Ecamp<B> {
         let mim = mim_loss(pred.clone(), patchify(imgs, self.patch), masking.mask.clone(), self.norm_pix_loss);
         let res = sr_loss(sr.clone(), x.big, x.window);
 
-        let z = self.bert_mlp.forward(latent);
+        let z = autocast::linear(&self.bert_mlp, latent);
         let k = z.dims()[1] - 1;
         let (logits, cross_attention) = self.text.forward(x.ids.clone(), x.attention, z.narrow(1, 1, k));
         let masked = x.ids.not_equal(x.labels.clone()).float();
@@ -181,7 +182,7 @@ impl<B: Backend> Ecamp<B> {
         attention: Tensor<B, 2>,
     ) -> Tensor<B, 4> {
         let latent = self.encoder.forward_all(imgs);
-        let z = self.bert_mlp.forward(latent);
+        let z = autocast::linear(&self.bert_mlp, latent);
         let l = z.dims()[1] - 1;
         self.text.cross_attention(ids, attention, z.narrow(1, 1, l))
     }

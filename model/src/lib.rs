@@ -34,6 +34,7 @@ pub mod weights;
 pub use augment::augment;
 pub use config::EcampConfig;
 pub use ecamp::{Ecamp, Inputs, Losses, Outputs};
+pub use net::autocast::Precision;
 
 /// Output side of the big (SR target) image.
 pub const SIDE_BIG: usize = 448;

@@ -75,6 +75,10 @@ pub struct Args {
     /// Global batch size.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Compute dtype of the matmuls: bf16 is mixed precision as torch's autocast (parameters,
+    /// norms, losses and the optimizer stay f32); half dtypes need `--backend cuda`.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
     /// Seed of the data order, masking and dropout.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -111,6 +115,27 @@ pub enum BackendArg {
     Cuda,
 }
 
+/// The compute dtype of the matmuls, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// Everything in f32.
+    F32,
+    /// Matmuls in bfloat16, the rest f32 (mixed precision).
+    Bf16,
+    /// Matmuls in float16, the rest f32 (no loss scaling; for comparison).
+    F16,
+}
+
+impl From<PrecisionArg> for ecamp_model::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Self::F32,
+            PrecisionArg::Bf16 => Self::Bf16,
+            PrecisionArg::F16 => Self::F16,
+        }
+    }
+}
+
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut model = super::downstream::model_config(&a.preset, a.config.as_ref())?;
@@ -123,6 +148,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     train.accum = a.accum;
     train.clip_grad = a.clip_grad;
     train.seed = a.seed;
+    train.precision = a.precision.into();
     train.checkpoint_every = a.checkpoint_every;
     train.max_steps = a.max_steps;
     train.init_weights = a.init.as_ref().map(|p| p.display().to_string());

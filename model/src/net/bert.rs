@@ -7,7 +7,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use super::init::{layer_norm, linear, normal_002};
-use super::{merge_heads, split_heads};
+use super::{autocast, merge_heads, split_heads};
 use crate::config::EcampConfig;
 
 /// LayerNorm epsilon of every BERT norm.
@@ -93,15 +93,15 @@ impl<B: Backend> SelfAttention<B> {
         bias: Option<Tensor<B, 4>>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let hd = x.dims()[2] / self.heads;
-        let q = split_heads(self.query.forward(x), self.heads);
-        let k = split_heads(self.key.forward(kv.clone()), self.heads);
-        let v = split_heads(self.value.forward(kv), self.heads);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+        let q = split_heads(autocast::linear(&self.query, x), self.heads);
+        let k = split_heads(autocast::linear(&self.key, kv.clone()), self.heads);
+        let v = split_heads(autocast::linear(&self.value, kv), self.heads);
+        let mut scores = autocast::matmul(q, k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
         if let Some(bias) = bias {
             scores = scores + bias;
         }
         let probs = softmax(scores, 3);
-        let ctx = merge_heads(self.dropout.forward(probs.clone()).matmul(v));
+        let ctx = merge_heads(autocast::matmul(self.dropout.forward(probs.clone()), v));
         (ctx, probs)
     }
 }
@@ -126,7 +126,7 @@ impl<B: Backend> Output<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.layer_norm.forward(self.dropout.forward(self.dense.forward(x)) + residual)
+        self.layer_norm.forward(self.dropout.forward(autocast::linear(&self.dense, x)) + residual)
     }
 }
 
@@ -178,7 +178,7 @@ impl<B: Backend> Layer<B> {
     }
 
     fn feed_forward(intermediate: &Intermediate<B>, output: &Output<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        output.forward(gelu(intermediate.dense.forward(x.clone())), x)
+        output.forward(gelu(autocast::linear(&intermediate.dense, x.clone())), x)
     }
 
     fn forward(&self, x: Tensor<B, 3>, text_bias: Tensor<B, 4>) -> Tensor<B, 3> {
@@ -229,7 +229,7 @@ impl<B: Backend> FusionLayer<B> {
         let a = self.attention.forward(h0, text_bias);
         // The image mask is all ones: no bias on the cross-attention scores.
         let (c, probs) = self.cross_self_attention.forward(a.clone(), img, None);
-        let c = c + self.gap_mlp.forward(gap);
+        let c = c + autocast::linear(&self.gap_mlp, gap);
         let b = self.out_layer.forward(c, a);
         (Layer::feed_forward(&self.intermediate, &self.output, b), probs)
     }
@@ -264,7 +264,7 @@ impl<B: Backend> MlmHead<B> {
 
     /// `[n, T, h]` → logits `[n, T, vocab]`.
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.decoder.forward(self.transform_norm.forward(gelu(self.transform_dense.forward(h))))
+        autocast::linear(&self.decoder, self.transform_norm.forward(gelu(autocast::linear(&self.transform_dense, h))))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The ECAMP networks as burn modules, one file per part of spec §3.
 
+pub mod autocast;
 pub mod bert;
 pub mod init;
 pub mod pos_embed;

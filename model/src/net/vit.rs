@@ -8,7 +8,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::init::{frozen, layer_norm, linear, normal_002};
-use super::{merge_heads, pos_embed::sincos_2d};
+use super::{autocast, merge_heads, pos_embed::sincos_2d};
 
 /// LayerNorm epsilon of every ViT / decoder norm.
 const VIT_EPS: f64 = 1e-6;
@@ -32,11 +32,11 @@ impl<B: Backend> Attention<B> {
         let [b, n, c] = x.dims();
         let hd = c / self.heads;
         // [b, n, 3, h, hd] → three [b, h, n, hd]: torch's `reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)`.
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, self.heads, hd]);
+        let qkv = autocast::linear(&self.qkv, x).reshape([b, n, 3, self.heads, hd]);
         let part = |i: usize| qkv.clone().narrow(2, i, 1).reshape([b, n, self.heads, hd]).swap_dims(1, 2);
         let (q, k, v) = (part(0), part(1), part(2));
-        let attn = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar((hd as f64).powf(-0.5)), 3);
-        self.proj.forward(merge_heads(attn.matmul(v)))
+        let attn = softmax(autocast::matmul(q, k.swap_dims(2, 3)).mul_scalar((hd as f64).powf(-0.5)), 3);
+        autocast::linear(&self.proj, merge_heads(autocast::matmul(attn, v)))
     }
 }
 
@@ -79,7 +79,7 @@ impl<B: Backend> Block<B> {
     /// One pre-norm block.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.norm1.forward(x));
-        let h = self.mlp.fc2.forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        let h = autocast::linear(&self.mlp.fc2, gelu(autocast::linear(&self.mlp.fc1, self.norm2.forward(x.clone()))));
         x + h
     }
 }
@@ -103,7 +103,7 @@ impl<B: Backend> PatchEmbed<B> {
         let (gh, gw) = (h / p, w / p);
         let patches = imgs.reshape([n, c, gh, p, gw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([n, gh * gw, c * p * p]);
         let weight = self.proj.weight.val().reshape([d, c * p * p]).transpose().unsqueeze_dim::<3>(0);
-        let x = patches.matmul(weight);
+        let x = autocast::matmul(patches, weight);
         match &self.proj.bias {
             Some(b) => x + b.val().reshape([1, 1, d]),
             None => x,
@@ -272,7 +272,7 @@ impl<B: Backend> Decoder<B> {
 
     /// `latent [n, 1 + k, e]` → `pred [n, L, p²·3]` in patch order.
     pub fn forward(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let x = self.decoder_embed.forward(latent);
+        let x = autocast::linear(&self.decoder_embed, latent);
         let [n, t, d] = x.dims();
         let l = ids_restore.dims()[1];
         let mask_tokens = self.mask_token.val().repeat_dim(0, n).repeat_dim(1, l + 1 - t);
@@ -282,7 +282,7 @@ impl<B: Backend> Decoder<B> {
         for block in &self.decoder_blocks {
             x = block.forward(x);
         }
-        let x = self.decoder_pred.forward(self.decoder_norm.forward(x));
+        let x = autocast::linear(&self.decoder_pred, self.decoder_norm.forward(x));
         x.narrow(1, 1, l)
     }
 }

@@ -2,6 +2,8 @@
 
 use burn::config::Config;
 
+use crate::net::autocast::Precision;
+
 /// Everything about optimisation that a checkpoint must carry to resume exactly.
 #[derive(Config, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -46,6 +48,9 @@ pub struct TrainConfig {
     /// starts from MAE ViT-B: the tensors the file has replace the initialisation, the others
     /// keep it; a shape mismatch is an error.
     pub init_weights: Option<String>,
+    /// Compute dtype of the matmuls (mixed precision; half dtypes need a GPU backend).
+    #[config(default = "Precision::F32")]
+    pub precision: Precision,
 }
 
 impl TrainConfig {

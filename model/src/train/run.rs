@@ -17,6 +17,7 @@ use super::optim::{Optim, TimmAdamW, clip_global_norm};
 use super::{TrainConfig, TrainError};
 use crate::config::EcampConfig;
 use crate::ecamp::Ecamp;
+use crate::net::autocast;
 
 /// Receives every step's metrics (for a live progress line).
 pub type Progress<'a> = &'a mut dyn FnMut(&StepMetrics);
@@ -70,6 +71,13 @@ pub fn fit<B: AutodiffBackend>(
         return Err(TrainError::Config("gradient clipping is single-device only for now".into()));
     }
     let (lead, device) = (&loaders[0], &devices[0]);
+    if !train.precision.supported::<B>(device) {
+        return Err(TrainError::Config(format!(
+            "precision {} needs a backend with half floats (CUDA); {} computes in f32 only",
+            train.precision.name(),
+            B::name(device)
+        )));
+    }
     let per_epoch = lead.batches_per_epoch();
     if per_epoch == 0 {
         return Err(TrainError::Config(format!(
@@ -162,7 +170,10 @@ pub fn fit<B: AutodiffBackend>(
                 B::seed(dev, step_seed(train.seed, state.step * world as u64 + d as u64));
                 let inputs = to_inputs::<B>(batch, model_config, train.seed, dev)?;
                 let replica = if world == 1 { model.clone() } else { model.clone().fork(dev) };
-                let losses = replica.forward(inputs);
+                let losses = {
+                    let _autocast = autocast::scope(train.precision);
+                    replica.forward(inputs)
+                };
                 let got = [&losses.mim, &losses.sr, &losses.mlm, &losses.mlm_masked]
                     .map(|t| t.clone().into_scalar().elem::<f64>());
                 for (which, value) in ["MIM", "SR", "MLM"].into_iter().zip(got) {

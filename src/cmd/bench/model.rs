@@ -1,6 +1,7 @@
 //! `ecamp bench model`: the training step of the tiny (or base) model on burn's ndarray backend
 //! against the same architecture in PyTorch on the CPU (`benches/model_peer/ecamp_torch.py
-//! bench-step`), measured in the same run with the same threads, batch and optimizer.
+//! bench-step`), measured in the same run with the same threads, batch and optimizer. With
+//! `--backend cuda` it times the step on the GPU (no peer there) and reports the model FLOP rate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,13 +11,14 @@ use anyhow::{Context, bail};
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::Backend;
-use ecamp_model::EcampConfig;
+use burn::tensor::backend::AutodiffBackend;
 use ecamp_model::train::TrainConfig;
 use ecamp_model::train::inputs::synthetic;
 use ecamp_model::train::optim::TimmAdamW;
+use ecamp_model::{EcampConfig, Precision};
 
 use super::median;
+use crate::cmd::pretrain::{BackendArg, PrecisionArg};
 use crate::cmd::print_json;
 
 /// Training-step time against PyTorch on the CPU.
@@ -40,6 +42,12 @@ pub struct Args {
     /// Python with torch (`benches/loader_peer/setup.sh` makes one); without it only ecamp runs.
     #[arg(long, env = "ECAMP_BENCH_PYTHON")]
     python: Option<PathBuf>,
+    /// Backend of ecamp's step (the PyTorch peer runs on the CPU only, so it is skipped on CUDA).
+    #[arg(long, value_enum, default_value = "ndarray")]
+    backend: BackendArg,
+    /// Compute dtype of the matmuls (half dtypes need `--backend cuda`).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -53,54 +61,100 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // SAFETY: set before any thread that reads the environment is started by this benchmark.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     let (steps, warmup, n) = (a.steps.max(1), a.warmup, a.batch_size);
-    let c = config.clone();
-    let mut ours = tokio::task::spawn_blocking(move || ecamp_steps(&c, n, warmup, steps)).await??;
+    let (c, precision, backend) = (config.clone(), Precision::from(a.precision), a.backend);
+    let mut ours = tokio::task::spawn_blocking(move || match backend {
+        BackendArg::Ndarray => ecamp_steps::<Autodiff<NdArray>>(&c, n, warmup, steps, precision, &Default::default()),
+        BackendArg::Cuda => cuda::steps(&c, n, warmup, steps, precision),
+    })
+    .await??;
     let ecamp_ms = median(&mut ours);
-    let torch_ms = match &a.python {
-        Some(py) => Some(torch_steps(py, &a.preset, n, warmup, steps, threads)?),
-        None => None,
+    let torch_ms = match (&a.python, backend) {
+        (Some(py), BackendArg::Ndarray) => Some(torch_steps(py, &a.preset, n, warmup, steps, threads)?),
+        _ => None,
     };
     let ratio = torch_ms.map(|t| ecamp_ms / t);
+    // Model FLOPs (forward + backward = 3 × forward), as MFU counts them.
+    let tflops = 3.0 * config.forward_flops_per_sample() * n as f64 / (ecamp_ms * 1e-3) / 1e12;
+    let device = format!("{backend:?}").to_lowercase();
     if a.json {
         print_json(&serde_json::json!({
-            "preset": a.preset, "batch_size": n, "threads": threads, "steps": steps,
-            "ecamp_ndarray_step_ms": ecamp_ms, "pytorch_cpu_step_ms": torch_ms, "ratio_ecamp_over_pytorch": ratio,
+            "preset": a.preset, "batch_size": n, "threads": threads, "steps": steps, "backend": device,
+            "precision": precision.name(), "ecamp_step_ms": ecamp_ms, "samples_per_s": n as f64 / (ecamp_ms * 1e-3),
+            "model_tflops_per_s": tflops, "pytorch_cpu_step_ms": torch_ms, "ratio_ecamp_over_pytorch": ratio,
         }))?;
     } else {
         println!("{} training step, batch {n}, {threads} threads, median of {steps} steps:", a.preset);
-        println!("  ecamp (burn ndarray) : {ecamp_ms:>8.1} ms");
+        println!(
+            "  ecamp (burn {device}, {}) : {ecamp_ms:>8.1} ms ({:.1} samples/s, {tflops:.2} model TFLOP/s)",
+            precision.name(),
+            n as f64 / (ecamp_ms * 1e-3)
+        );
         match (torch_ms, ratio) {
             (Some(t), Some(r)) => println!("  PyTorch CPU (eager)  : {t:>8.1} ms\n  ratio ecamp / PyTorch: {r:.2}×"),
+            _ if backend == BackendArg::Cuda => println!("  PyTorch: skipped (the peer runs on the CPU)"),
             _ => println!("  PyTorch: skipped (no --python)"),
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Milliseconds per full step (forward, backward, AdamW) on ndarray.
-fn ecamp_steps(config: &EcampConfig, n: usize, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
-    type A = Autodiff<NdArray>;
-    let device = Default::default();
-    A::seed(&device, 1);
-    let mut model = config.init::<A>(&device);
+/// Milliseconds per full step (forward, backward, AdamW), each step synced to the device.
+fn ecamp_steps<A: AutodiffBackend>(
+    config: &EcampConfig,
+    n: usize,
+    warmup: usize,
+    steps: usize,
+    precision: Precision,
+    device: &A::Device,
+) -> anyhow::Result<Vec<f64>> {
+    if !precision.supported::<A>(device) {
+        bail!("precision {} needs a backend with half floats (--backend cuda)", precision.name());
+    }
+    A::seed(device, 1);
+    let mut model = config.init::<A>(device);
     let train = TrainConfig::tiny();
     let mut optim = TimmAdamW::new(&train).init::<A, ecamp_model::Ecamp<A>>();
-    let batches: Vec<_> = (0..4).map(|_| synthetic::<A>(config, n, &device)).collect();
+    let batches: Vec<_> = (0..4).map(|_| synthetic::<A>(config, n, device)).collect();
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let losses = model.forward(batches[i % batches.len()].clone());
+        let losses = {
+            let _autocast = ecamp_model::net::autocast::scope(precision);
+            model.forward(batches[i % batches.len()].clone())
+        };
         let total = losses.total.clone().into_scalar().elem::<f64>();
         if !total.is_finite() {
             bail!("step {i}: the loss is not finite");
         }
         let grads = GradientsParams::from_grads(losses.total.backward(), &model);
         model = optim.step(1e-3, model, grads);
+        A::sync(device).map_err(|e| anyhow::anyhow!("step {i}: the device failed: {e:?}"))?;
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
     Ok(times)
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! The step on GPU 0.
+    use super::*;
+
+    pub fn steps(c: &EcampConfig, n: usize, warmup: usize, steps: usize, p: Precision) -> anyhow::Result<Vec<f64>> {
+        let device = burn::backend::cuda::CudaDevice::new(0);
+        super::ecamp_steps::<Autodiff<burn::backend::Cuda>>(c, n, warmup, steps, p, &device)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    //! Without the `cuda` feature the CUDA backend is not compiled in.
+    use super::*;
+
+    pub fn steps(_: &EcampConfig, _: usize, _: usize, _: usize, _: Precision) -> anyhow::Result<Vec<f64>> {
+        bail!(crate::cmd::downstream::NO_CUDA)
+    }
 }
 
 /// The PyTorch peer's median step in milliseconds.
