@@ -3,11 +3,11 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use super::init::{layer_norm, linear, normal_002};
-use super::{autocast, merge_heads, split_heads};
+use super::{autocast, gelu, merge_heads, split_heads};
 use crate::config::EcampConfig;
 
 /// LayerNorm epsilon of every BERT norm.

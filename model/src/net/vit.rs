@@ -4,11 +4,11 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::init::{frozen, layer_norm, linear, normal_002};
-use super::{autocast, merge_heads, pos_embed::sincos_2d};
+use super::{autocast, gelu, merge_heads, pos_embed::sincos_2d};
 
 /// LayerNorm epsilon of every ViT / decoder norm.
 const VIT_EPS: f64 = 1e-6;

@@ -84,8 +84,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }))?;
     } else {
         println!("{} training step, batch {n}, {threads} threads, median of {steps} steps:", a.preset);
+        let rate = if tflops < 1.0 {
+            format!("{:.1} model GFLOP/s", tflops * 1e3)
+        } else {
+            format!("{tflops:.1} model TFLOP/s")
+        };
         println!(
-            "  ecamp (burn {device}, {}) : {ecamp_ms:>8.1} ms ({:.1} samples/s, {tflops:.2} model TFLOP/s)",
+            "  ecamp (burn {device}, {}) : {ecamp_ms:>8.1} ms ({:.1} samples/s, {rate})",
             precision.name(),
             n as f64 / (ecamp_ms * 1e-3)
         );
