@@ -106,7 +106,9 @@ fn forward_on_cuda_matches_ndarray() {
     let got = values(&gm.forward(gi));
     let rel = max_rel(got, want);
     println!("cuda f32 forward vs ndarray: losses {got:?} vs {want:?}, max rel err {rel:.3e}");
-    assert!(rel < 1e-3, "{got:?} vs {want:?}");
+    // cubecl may run f32 matmuls on tensor cores in TF32 (10-bit mantissa, ~5e-4 per product):
+    // the bound allows that, and still catches a wrong kernel or layout (errors of order 1).
+    assert!(rel < 5e-3, "{got:?} vs {want:?}");
 }
 
 #[test]
