@@ -12,7 +12,8 @@ Subcommands (sizes from `--preset tiny|base` or `--config FILE`, an `EcampConfig
               optionally .safetensors)
   batch       write a random but realistic batch (safetensors) in the `ecamp forward` format
   forward     load weights + batch, print the three losses in float64 and float32 (one JSON line)
-  bench-step  CPU training-step time (dropout on, AdamW, forward + backward + step)
+  bench-step  training-step time (dropout on, AdamW, forward + backward + step), on the CPU
+              or, with --device cuda [--amp bf16|f16], on a GPU
   count       trainable parameters (pos embeds excluded), built on the meta device
 
 State-dict notes (all as the official model's `state_dict()` has them):
@@ -415,7 +416,7 @@ class MultimodalBertModel(nn.Module):
         dt = img.dtype
         # HF get_extended_attention_mask: (1 - m)[:, None, None, :] * finfo(model dtype).min
         text_mask = (1.0 - attention_mask[:, None, None, :].to(dt)) * torch.finfo(dt).min
-        image_mask = (1.0 - torch.ones(img.shape[0], 1, 1, img.shape[1], dtype=dt)) * torch.finfo(dt).min
+        image_mask = (1.0 - torch.ones(img.shape[0], 1, 1, img.shape[1], dtype=dt, device=img.device)) * torch.finfo(dt).min
         h = self.embeddings(ids, token_type)
         h = self.context_fusion_layer(h, img, gap, text_mask, image_mask)
         h = self.encoder(h, text_mask)
@@ -540,7 +541,7 @@ class ECAMP(nn.Module):
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :len_keep]
         x_masked = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, D))
-        mask = torch.ones([N, L], dtype=x.dtype)
+        mask = torch.ones([N, L], dtype=x.dtype, device=x.device)
         mask[:, :len_keep] = 0
         mask = torch.gather(mask, dim=1, index=ids_restore)
         return x_masked, mask, ids_restore, ids_keep
@@ -573,7 +574,7 @@ class ECAMP(nn.Module):
         for i in range(mask.shape[0]):
             li, lj = int(sr_window[i, 0]), int(sr_window[i, 1])
             super_mask[i, li:li + W, lj:lj + W] = 1
-        ones = lambda k: torch.ones((k, k), dtype=mask.dtype)
+        ones = lambda k: torch.ones((k, k), dtype=mask.dtype, device=mask.device)
         pixel_mask = torch.kron(mask, ones(p)).unsqueeze(1).repeat(1, 3, 1, 1)
         super_pixel_mask = torch.kron(super_mask, ones(2 * p)).unsqueeze(1).repeat(1, 3, 1, 1)
         return pixel_mask, super_pixel_mask
@@ -781,19 +782,40 @@ def cmd_bench_step(args):
     cfg = load_config(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        # burn's CUDA matmuls use TF32 tensor cores for f32; let torch do the same.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp = {"none": None, "bf16": torch.bfloat16, "f16": torch.float16}[args.amp]
+    if amp is not None and not cuda:
+        sys.exit("--amp needs --device cuda")
     model = ECAMP(cfg, sdpa=args.sdpa)
     model.initialize_weights()
-    model.train()
+    model.to(dev).train()
     opt = torch.optim.AdamW(adamw_groups(model), lr=1e-3, betas=(0.9, 0.95))
-    batches = [make_batch(cfg, args.batch_size, args.seed + 1 + i) for i in range(4)]
+    batches = [{k: v.to(dev) for k, v in make_batch(cfg, args.batch_size, args.seed + 1 + i).items()}
+               for i in range(4)]
+    # f16 needs loss scaling as torch's AMP recipe has it; bf16 and f32 do not.
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp == "f16")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
     times = []
     for step in range(args.warmup + args.steps):
         b = batches[step % len(batches)]
+        sync()
         t0 = time.perf_counter()
-        mim, sr, mlm = model(**b)
-        (mim + sr + mlm).backward()
-        opt.step()
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            mim, sr, mlm = model(**b)
+        scaler.scale(mim + sr + mlm).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad()
+        sync()
         dt = (time.perf_counter() - t0) * 1000.0
         if step >= args.warmup:
             times.append(dt)
@@ -803,6 +825,8 @@ def cmd_bench_step(args):
         "steps": args.steps,
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "device": str(dev),
+        "amp": args.amp,
         "sdpa": bool(args.sdpa),
         "last_losses": [mim.item(), sr.item(), mlm.item()],
         "torch": torch.__version__,
@@ -849,7 +873,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_forward)
 
-    p = sized(sub.add_parser("bench-step", help="CPU training-step time"))
+    p = sized(sub.add_parser("bench-step", help="training-step time (CPU, or a GPU with --device cuda)"))
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -857,6 +881,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sdpa", action="store_true",
                    help="F.scaled_dot_product_attention instead of the eager timm/HF attention")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")
+    p.add_argument("--amp", choices=["none", "bf16", "f16"], default="none",
+                   help="torch.autocast dtype on CUDA (f16 with a GradScaler)")
     p.set_defaults(func=cmd_bench_step)
 
     p = sized(sub.add_parser("count", help="trainable parameters (pos embeds excluded)"))

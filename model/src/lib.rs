@@ -21,6 +21,8 @@
 
 pub mod augment;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod ecamp;
 pub mod eval;
 pub mod host;

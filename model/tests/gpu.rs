@@ -26,7 +26,10 @@ type G = Cuda;
 type C = NdArray<f32>;
 
 fn gpu() -> CudaDevice {
-    CudaDevice::new(0)
+    match ecamp_model::cuda::device(0) {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn tiny() -> EcampConfig {

@@ -81,7 +81,8 @@ async fn tune_on<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Re
 mod cuda {
     //! Fine-tuning on CUDA device 0.
     pub async fn tune(a: &super::Args) -> anyhow::Result<super::ProbeResult> {
-        super::tune_on::<burn::backend::Autodiff<burn::backend::Cuda>>(a, &Default::default()).await
+        let device = ecamp_model::cuda::device(0)?;
+        super::tune_on::<burn::backend::Autodiff<burn::backend::Cuda>>(a, &device).await
     }
 }
 

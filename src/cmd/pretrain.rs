@@ -233,7 +233,7 @@ mod cuda {
         progress: Progress<'_>,
     ) -> anyhow::Result<Summary> {
         type B = Autodiff<burn::backend::Cuda>;
-        let devices: Vec<_> = (0..loaders.len()).map(burn::backend::cuda::CudaDevice::new).collect();
+        let devices = (0..loaders.len()).map(ecamp_model::cuda::device).collect::<Result<Vec<_>, _>>()?;
         Ok(ecamp_model::train::fit::<B>(&devices, model, train, loaders, out, resume, progress)?)
     }
 }

@@ -95,7 +95,8 @@ async fn probe_on<B: Backend>(a: &Args, device: &B::Device) -> anyhow::Result<Pr
 mod cuda {
     //! The features on CUDA device 0 (the head stays host code).
     pub async fn probe(a: &super::Args) -> anyhow::Result<super::ProbeResult> {
-        super::probe_on::<burn::backend::Cuda>(a, &Default::default()).await
+        let device = ecamp_model::cuda::device(0)?;
+        super::probe_on::<burn::backend::Cuda>(a, &device).await
     }
 }
 

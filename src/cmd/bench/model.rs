@@ -1,7 +1,8 @@
 //! `ecamp bench model`: the training step of the tiny (or base) model on burn's ndarray backend
 //! against the same architecture in PyTorch on the CPU (`benches/model_peer/ecamp_torch.py
 //! bench-step`), measured in the same run with the same threads, batch and optimizer. With
-//! `--backend cuda` it times the step on the GPU (no peer there) and reports the model FLOP rate.
+//! `--backend cuda` both run on GPU 0 (the peer with `torch.autocast` at the same precision),
+//! and the model FLOP rate is reported.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,7 +43,7 @@ pub struct Args {
     /// Python with torch (`benches/loader_peer/setup.sh` makes one); without it only ecamp runs.
     #[arg(long, env = "ECAMP_BENCH_PYTHON")]
     python: Option<PathBuf>,
-    /// Backend of ecamp's step (the PyTorch peer runs on the CPU only, so it is skipped on CUDA).
+    /// Backend of ecamp's step; the PyTorch peer runs on the same device.
     #[arg(long, value_enum, default_value = "ndarray")]
     backend: BackendArg,
     /// Compute dtype of the matmuls (half dtypes need `--backend cuda`).
@@ -68,9 +69,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
     .await??;
     let ecamp_ms = median(&mut ours);
-    let torch_ms = match (&a.python, backend) {
-        (Some(py), BackendArg::Ndarray) => Some(torch_steps(py, &a.preset, n, warmup, steps, threads)?),
-        _ => None,
+    let torch_ms = match &a.python {
+        Some(py) => Some(torch_steps(py, &a.preset, n, warmup, steps, threads, backend, precision)?),
+        None => None,
     };
     let ratio = torch_ms.map(|t| ecamp_ms / t);
     // Model FLOPs (forward + backward = 3 × forward), as MFU counts them.
@@ -80,7 +81,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         print_json(&serde_json::json!({
             "preset": a.preset, "batch_size": n, "threads": threads, "steps": steps, "backend": device,
             "precision": precision.name(), "ecamp_step_ms": ecamp_ms, "samples_per_s": n as f64 / (ecamp_ms * 1e-3),
-            "model_tflops_per_s": tflops, "pytorch_cpu_step_ms": torch_ms, "ratio_ecamp_over_pytorch": ratio,
+            "model_tflops_per_s": tflops, "pytorch_step_ms": torch_ms, "ratio_ecamp_over_pytorch": ratio,
         }))?;
     } else {
         println!("{} training step, batch {n}, {threads} threads, median of {steps} steps:", a.preset);
@@ -95,8 +96,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             n as f64 / (ecamp_ms * 1e-3)
         );
         match (torch_ms, ratio) {
-            (Some(t), Some(r)) => println!("  PyTorch CPU (eager)  : {t:>8.1} ms\n  ratio ecamp / PyTorch: {r:.2}×"),
-            _ if backend == BackendArg::Cuda => println!("  PyTorch: skipped (the peer runs on the CPU)"),
+            (Some(t), Some(r)) => println!(
+                "  PyTorch {} (eager)  : {t:>8.1} ms ({:.1} samples/s)\n  ratio ecamp / PyTorch: {r:.2}×",
+                if backend == BackendArg::Cuda { "CUDA" } else { "CPU" },
+                n as f64 / (t * 1e-3)
+            ),
             _ => println!("  PyTorch: skipped (no --python)"),
         }
     }
@@ -134,8 +138,12 @@ fn ecamp_steps<A: AutodiffBackend>(
         let grads = GradientsParams::from_grads(losses.total.backward(), &model);
         model = optim.step(1e-3, model, grads);
         A::sync(device).map_err(|e| anyhow::anyhow!("step {i}: the device failed: {e:?}"))?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
         if i >= warmup {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            times.push(ms);
+        } else {
+            // On a GPU the first steps include compiling every kernel: show that they end.
+            eprintln!("warmup step {}/{warmup}: {ms:.1} ms", i + 1);
         }
     }
     Ok(times)
@@ -147,7 +155,7 @@ mod cuda {
     use super::*;
 
     pub fn steps(c: &EcampConfig, n: usize, warmup: usize, steps: usize, p: Precision) -> anyhow::Result<Vec<f64>> {
-        let device = burn::backend::cuda::CudaDevice::new(0);
+        let device = ecamp_model::cuda::device(0)?;
         super::ecamp_steps::<Autodiff<burn::backend::Cuda>>(c, n, warmup, steps, p, &device)
     }
 }
@@ -162,7 +170,8 @@ mod cuda {
     }
 }
 
-/// The PyTorch peer's median step in milliseconds.
+/// The PyTorch peer's median step in milliseconds, on the CPU or GPU 0 as `backend` says.
+#[allow(clippy::too_many_arguments)]
 fn torch_steps(
     py: &PathBuf,
     preset: &str,
@@ -170,6 +179,8 @@ fn torch_steps(
     warmup: usize,
     steps: usize,
     threads: usize,
+    backend: BackendArg,
+    precision: Precision,
 ) -> anyhow::Result<f64> {
     let script = std::path::Path::new("benches/model_peer/ecamp_torch.py");
     if !script.is_file() {
@@ -180,6 +191,12 @@ fn torch_steps(
         .args(["bench-step", "--preset", preset])
         .args(["--batch-size", &n.to_string(), "--steps", &steps.to_string(), "--warmup", &warmup.to_string()])
         .args(["--threads", &threads.to_string()])
+        .args(match (backend, precision) {
+            (BackendArg::Ndarray, _) => ["--device", "cpu", "--amp", "none"],
+            (BackendArg::Cuda, Precision::F32) => ["--device", "cuda", "--amp", "none"],
+            (BackendArg::Cuda, Precision::Bf16) => ["--device", "cuda", "--amp", "bf16"],
+            (BackendArg::Cuda, Precision::F16) => ["--device", "cuda", "--amp", "f16"],
+        })
         .output()
         .with_context(|| format!("cannot run {}", py.display()))?;
     if !out.status.success() {
