@@ -3,7 +3,7 @@
 # GPU, pre-training through the real loader, then the GPU tests. Runs binaries built elsewhere
 # (the GPU machine reaches no registry) from a carried folder:
 #   cargo build --release --features cuda
-#   cargo test -p ecamp-model --features cuda --release --test gpu --no-run
+#   cargo test -p ecamp-model --features cuda --release --test gpu --test gpu_oom --no-run
 #   bash benches/gpu/prepare.sh            # strips and gzips both into .gpu/ with the tokenizer
 # The PyTorch peer is benches/model_peer/ecamp_torch.py under the machine's own python3 (torch).
 # Writes four files under $OUT (default /tmp/ecamp-gpu; the device tool returns at most eight):
@@ -20,7 +20,7 @@ PY=${PY:-python3}
 BIN=$WORK/bin
 mkdir -p "$OUT" "$WORK" "$BIN"
 export ECAMP_KERNEL_CACHE=$WORK/kernels
-for f in ecamp gpu-tests; do gzip -dc "$CARRIED/$f.gz" >"$BIN/$f" && chmod +x "$BIN/$f"; done
+for f in ecamp gpu-tests gpu_oom-tests; do gzip -dc "$CARRIED/$f.gz" >"$BIN/$f" && chmod +x "$BIN/$f"; done
 cp "$CARRIED/mimic_wordpiece.json" "$BIN/"
 stage() { # name limit command...
   local name=$1 limit=$2
@@ -61,6 +61,7 @@ cp "$WORK/run/metrics.jsonl" "$OUT/pretrain_bf16_metrics.jsonl" 2>/dev/null
 # 3. Correctness on the GPU: augmentation vs the f64 reference, forward vs ndarray, bf16/f16
 #    autocast vs f32, training steps in f32 and bf16.
 stage tests 120 "$BIN/gpu-tests" --nocapture --test-threads 1
+stage oom_test 30 "$BIN/gpu_oom-tests" --nocapture
 
 # 4. f32 (TF32 matmuls on both sides), if time is left.
 stage peer_f32 45 "$PY" "${PEER[@]}" --batch-size 128 --amp none --steps 5 --warmup 2

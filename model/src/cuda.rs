@@ -8,7 +8,11 @@
 //! `ECAMP_KERNEL_CACHE=off` turns it off.
 //!
 //! Without a driver, cubecl panics on the first operation; [`device`] makes that first
-//! operation itself and returns [`CudaError`] instead.
+//! operation itself and returns [`CudaError`] instead. Later failures (out of GPU memory, most
+//! often) panic inside cubecl's server thread while the caller carries on with invalid buffers
+//! and fails later for an unrelated-looking reason (a NaN loss); [`device`] therefore also
+//! records the first cubecl panic, prints it once instead of once per queued operation, and
+//! [`device_failure`] hands it to whoever reports the caller's error.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
@@ -19,8 +23,8 @@ use burn::tensor::Tensor;
 use cubecl_runtime::config::cache::CacheConfig;
 use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
 
-/// Why a CUDA device could not be opened.
-#[derive(Debug, thiserror::Error)]
+/// Why a CUDA device could not be opened or stopped working.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CudaError {
     /// The driver or runtime library is missing, or the device index does not exist.
     #[error("CUDA device {index} is not usable: {reason}")]
@@ -30,6 +34,59 @@ pub enum CudaError {
         /// What cubecl reported.
         reason: String,
     },
+    /// cubecl's runtime panicked during the run (the first such panic).
+    #[error("the CUDA runtime failed: {cause}{}", oom_hint(cause))]
+    Failed {
+        /// cubecl's panic message.
+        cause: String,
+    },
+}
+
+/// Advice for cubecl's out-of-memory message.
+fn oom_hint(cause: &str) -> &'static str {
+    if cause.contains("can't allocate") || cause.contains("out of memory") {
+        " (out of GPU memory: lower --batch-size, and raise --accum to keep the effective batch)"
+    } else {
+        ""
+    }
+}
+
+/// The first cubecl panic of this process, if [`device`] has opened a device since.
+static FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+/// The first failure of cubecl's runtime in this process, to report with the error it caused.
+pub fn device_failure() -> Option<CudaError> {
+    let first = FAILURE.lock().ok()?.clone();
+    first.map(|cause| CudaError::Failed { cause })
+}
+
+/// A panic payload as text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "cubecl panicked".into())
+}
+
+/// Installs (once) the panic hook that records cubecl's panics; others go to the previous hook.
+fn watch_runtime() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // cudarc is the driver binding cubecl calls into.
+            if !info.location().is_some_and(|l| l.file().contains("cubecl") || l.file().contains("cudarc")) {
+                return previous(info);
+            }
+            let message = panic_message(info.payload());
+            let Ok(mut first) = FAILURE.lock() else { return };
+            if first.is_none() {
+                eprintln!("error: the CUDA runtime failed: {message}{}", oom_hint(&message));
+                *first = Some(message);
+            }
+        }));
+    });
 }
 
 /// The kernel cache directory [`device`] configures, `None` where it is turned off.
@@ -78,12 +135,7 @@ pub fn device(index: usize) -> Result<CudaDevice, CudaError> {
     let hook = std::panic::take_hook();
     let seen = first.clone();
     std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "cubecl panicked".into());
+        let message = panic_message(info.payload());
         if let Ok(mut first) = seen.lock() {
             first.get_or_insert(message);
         }
@@ -94,7 +146,10 @@ pub fn device(index: usize) -> Result<CudaDevice, CudaError> {
     });
     std::panic::set_hook(hook);
     match probe {
-        Ok(Ok(1)) => Ok(device),
+        Ok(Ok(1)) => {
+            watch_runtime();
+            Ok(device)
+        }
         Ok(other) => Err(CudaError::Unusable { index, reason: format!("a first read-back gave {other:?}") }),
         Err(_) => {
             let reason = first.lock().ok().and_then(|m| m.clone()).unwrap_or_else(|| "cubecl panicked".into());

@@ -82,7 +82,7 @@ mod cuda {
     //! Fine-tuning on CUDA device 0.
     pub async fn tune(a: &super::Args) -> anyhow::Result<super::ProbeResult> {
         let device = ecamp_model::cuda::device(0)?;
-        super::tune_on::<burn::backend::Autodiff<burn::backend::Cuda>>(a, &device).await
+        crate::cmd::with_cuda_cause(super::tune_on::<burn::backend::Autodiff<burn::backend::Cuda>>(a, &device).await)
     }
 }
 

@@ -25,6 +25,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `result` with the CUDA runtime's first failure (out of GPU memory, say) as the cause of its
+/// error, since that failure surfaces in the caller as something else (a NaN loss).
+#[cfg(feature = "cuda")]
+pub fn with_cuda_cause<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|e| match ecamp_model::cuda::device_failure() {
+        Some(failure) => anyhow::Error::new(failure).context(format!("{e:#}")),
+        None => e,
+    })
+}
+
 /// ecamp — entity-centred, context-aware medical vision-language pre-training, data-engine-first.
 ///
 /// Datasets live at a URL: a local path or file://, memory:// (in-process), s3://BUCKET/PREFIX,

@@ -234,7 +234,8 @@ mod cuda {
     ) -> anyhow::Result<Summary> {
         type B = Autodiff<burn::backend::Cuda>;
         let devices = (0..loaders.len()).map(ecamp_model::cuda::device).collect::<Result<Vec<_>, _>>()?;
-        Ok(ecamp_model::train::fit::<B>(&devices, model, train, loaders, out, resume, progress)?)
+        let run = ecamp_model::train::fit::<B>(&devices, model, train, loaders, out, resume, progress);
+        crate::cmd::with_cuda_cause(run.map_err(anyhow::Error::from))
     }
 }
 

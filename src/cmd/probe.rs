@@ -96,7 +96,7 @@ mod cuda {
     //! The features on CUDA device 0 (the head stays host code).
     pub async fn probe(a: &super::Args) -> anyhow::Result<super::ProbeResult> {
         let device = ecamp_model::cuda::device(0)?;
-        super::probe_on::<burn::backend::Cuda>(a, &device).await
+        crate::cmd::with_cuda_cause(super::probe_on::<burn::backend::Cuda>(a, &device).await)
     }
 }
 

@@ -156,7 +156,9 @@ mod cuda {
 
     pub fn steps(c: &EcampConfig, n: usize, warmup: usize, steps: usize, p: Precision) -> anyhow::Result<Vec<f64>> {
         let device = ecamp_model::cuda::device(0)?;
-        super::ecamp_steps::<Autodiff<burn::backend::Cuda>>(c, n, warmup, steps, p, &device)
+        crate::cmd::with_cuda_cause(super::ecamp_steps::<Autodiff<burn::backend::Cuda>>(
+            c, n, warmup, steps, p, &device,
+        ))
     }
 }
 
