@@ -16,7 +16,8 @@ pub enum Command {
     /// and against the official ECAMP CPU pipeline in Python (torch DataLoader).
     Loader(loader::Args),
     /// Training-step time of the model on burn's ndarray backend against the same architecture
-    /// in PyTorch on the CPU (`benches/model_peer/ecamp_torch.py`).
+    /// in PyTorch on the CPU (`benches/model_peer/ecamp_torch.py`), or on GPU 0 with
+    /// `--backend cuda`.
     Model(model::Args),
 }
 

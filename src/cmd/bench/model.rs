@@ -22,7 +22,7 @@ use super::median;
 use crate::cmd::pretrain::{BackendArg, PrecisionArg};
 use crate::cmd::print_json;
 
-/// Training-step time against PyTorch on the CPU.
+/// Training-step time against PyTorch: on the CPU, or both on GPU 0 with `--backend cuda`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model preset.
