@@ -8,7 +8,8 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::EcampConfig;
-use crate::loss::{mim_loss, mlm_loss, patchify, sr_loss, token_cross_entropy, window_mask};
+use crate::cross_entropy::decoder_cross_entropy;
+use crate::loss::{mim_loss, mlm_coefficients, mlm_loss, patchify, sr_loss, window_mask};
 use crate::net::autocast;
 use crate::net::bert::TextBranch;
 use crate::net::init::linear;
@@ -163,11 +164,13 @@ impl<B: Backend> Ecamp<B> {
 
         let z = autocast::linear(&self.bert_mlp, latent);
         let k = z.dims()[1] - 1;
-        let (logits, cross_attention) = self.text.forward(x.ids.clone(), x.attention, z.narrow(1, 1, k));
+        let (states, cross_attention) = self.text.forward(x.ids.clone(), x.attention, z.narrow(1, 1, k));
         let masked = x.ids.not_equal(x.labels.clone()).float();
-        let ce = token_cross_entropy(logits, x.labels);
-        let mlm_masked = (ce.clone() * masked.clone()).sum().div(masked.clone().sum().clamp_min(1.0));
-        let mlm = mlm_loss(ce, x.weights, self.mlm_masked_only.then_some(masked));
+        let only = self.mlm_masked_only.then(|| masked.clone());
+        let coef = mlm_coefficients(x.weights.clone(), only.clone());
+        let value = |ce| mlm_loss(ce, x.weights, only);
+        let (mlm, ce) = decoder_cross_entropy(&self.text.head.decoder, states, x.labels, coef, value);
+        let mlm_masked = (ce * masked.clone()).sum().div(masked.sum().clamp_min(1.0));
         let total = mim.clone() + res.clone() + mlm.clone();
         Outputs { losses: Losses { mim, sr: res, mlm, total, mlm_masked }, pred, masking, sr, cross_attention }
     }

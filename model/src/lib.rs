@@ -21,6 +21,7 @@
 
 pub mod augment;
 pub mod config;
+pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod ecamp;

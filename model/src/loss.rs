@@ -54,7 +54,23 @@ pub fn mlm_loss<B: Backend>(ce: Tensor<B, 2>, weights: Tensor<B, 2>, masked: Opt
     }
 }
 
-/// Per-position cross-entropy `[n, T]` of `logits [n, T, V]` against `labels [n, T]`.
+/// `∂ mlm_loss / ∂ ce` `[n, T]`: the factor each position's cross-entropy enters the MLM loss
+/// with (`weights / (n·T)`, or with `masked` `weights · masked / max(Σ masked, 1)`).
+pub fn mlm_coefficients<B: Backend>(weights: Tensor<B, 2>, masked: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+    match masked {
+        None => {
+            let [n, t] = weights.dims();
+            weights.div_scalar((n * t) as f32)
+        }
+        Some(m) => {
+            let count = m.clone().sum().clamp_min(1.0).unsqueeze::<2>();
+            (weights * m).div(count)
+        }
+    }
+}
+
+/// Per-position cross-entropy `[n, T]` of `logits [n, T, V]` against `labels [n, T]` (the
+/// straightforward definition; training uses [`crate::cross_entropy::decoder_cross_entropy`]).
 pub fn token_cross_entropy<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [n, t, _] = logits.dims();
     let logp = log_softmax(logits, 2);

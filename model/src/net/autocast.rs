@@ -75,15 +75,32 @@ impl Drop for Scope {
     }
 }
 
+/// Whether a half-precision scope is active on this thread.
+pub(crate) fn active() -> bool {
+    HALF.get().is_some()
+}
+
 /// `layer.forward(x)`, in the scope's half dtype when one is active (bias included, as torch's
 /// autocast `linear`); the result comes back in `x`'s dtype.
 pub(crate) fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     match HALF.get() {
         None => layer.forward(x),
+        Some(_) => affine(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val())),
+    }
+}
+
+/// `x · weight + bias` (`weight [d_in, d_out]`, burn's layout), in the scope's half dtype when
+/// one is active; the result in `x`'s dtype.
+pub(crate) fn affine<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    match HALF.get() {
+        None => burn::tensor::module::linear(x, weight, bias),
         Some(half) => {
             let out = FloatDType::from(x.dtype());
-            let bias = layer.bias.as_ref().map(|b| b.val().cast(half));
-            burn::tensor::module::linear(x.cast(half), layer.weight.val().cast(half), bias).cast(out)
+            burn::tensor::module::linear(x.cast(half), weight.cast(half), bias.map(|b| b.cast(half))).cast(out)
         }
     }
 }

@@ -264,7 +264,12 @@ impl<B: Backend> MlmHead<B> {
 
     /// `[n, T, h]` → logits `[n, T, vocab]`.
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        autocast::linear(&self.decoder, self.transform_norm.forward(gelu(autocast::linear(&self.transform_dense, h))))
+        autocast::linear(&self.decoder, self.transform(h))
+    }
+
+    /// `[n, T, h]` → the decoder's input `[n, T, h]` (dense, GELU, LayerNorm).
+    pub fn transform(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.transform_norm.forward(gelu(autocast::linear(&self.transform_dense, h)))
     }
 }
 
@@ -296,7 +301,8 @@ impl<B: Backend> TextBranch<B> {
     }
 
     /// Masked ids `[n, T]`, attention mask `[n, T]` (1 token, 0 pad), visible patch tokens after
-    /// `bert_mlp` `[n, k, h]` → logits `[n, T, vocab]` and the cross-attention probabilities.
+    /// `bert_mlp` `[n, k, h]` → the MLM decoder's input `[n, T, h]` (the logits are
+    /// `head.decoder` of it) and the cross-attention probabilities.
     pub fn forward(
         &self,
         ids: Tensor<B, 2, Int>,
@@ -307,7 +313,7 @@ impl<B: Backend> TextBranch<B> {
         for layer in &self.layers {
             h = layer.forward(h, text_bias.clone());
         }
-        (self.head.forward(h), probs)
+        (self.head.transform(h), probs)
     }
 
     /// Only the fusion layer's cross-attention probabilities `[n, heads, T, k]` (for attention
