@@ -8,8 +8,9 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::EcampConfig;
-use crate::cross_entropy::decoder_cross_entropy;
-use crate::loss::{mim_loss, mlm_coefficients, mlm_loss, patchify, sr_loss, window_mask};
+use crate::fused::cross_entropy::decoder_cross_entropy;
+use crate::fused::super_resolution::super_resolution_loss;
+use crate::loss::{mim_loss, mlm_coefficients, mlm_loss, patchify, window_mask};
 use crate::net::autocast;
 use crate::net::bert::TextBranch;
 use crate::net::init::linear;
@@ -158,9 +159,8 @@ impl<B: Backend> Ecamp<B> {
         });
         let (latent, masking) = self.encoder.forward(imgs.clone(), x.noise);
         let pred = self.decoder.forward(latent.clone(), masking.ids_restore.clone());
-        let sr = self.sr.forward(unpatchify(pred.clone(), self.patch));
+        let (res, sr) = super_resolution_loss(&self.sr, unpatchify(pred.clone(), self.patch), x.big, x.window);
         let mim = mim_loss(pred.clone(), patchify(imgs, self.patch), masking.mask.clone(), self.norm_pix_loss);
-        let res = sr_loss(sr.clone(), x.big, x.window);
 
         let z = autocast::linear(&self.bert_mlp, latent);
         let k = z.dims()[1] - 1;

@@ -21,11 +21,11 @@
 
 pub mod augment;
 pub mod config;
-pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod ecamp;
 pub mod eval;
+pub mod fused;
 pub mod host;
 pub mod loss;
 pub mod net;

@@ -14,7 +14,7 @@ pub struct SuperResolution<B: Backend> {
     pub conv1: Conv2d<B>,
     /// Second 3×3 conv, added to the upsampled input.
     pub conv2: Conv2d<B>,
-    final_relu: bool,
+    pub(crate) final_relu: bool,
 }
 
 impl<B: Backend> SuperResolution<B> {

@@ -1,20 +1,15 @@
 //! The MLM head's last layer fused with its loss: logits, per-position cross-entropy and the
 //! closed-form gradient, computed once in the forward pass.
 //!
-//! Why: autodiff through `log_softmax` and `gather` keeps half a dozen `[n·T, V]` tensors alive
-//! and walks each of them again backwards. On the CPU that made the 5,000-way head and its loss
-//! cost ~110 ms of a ~240 ms tiny step, against ~45 ms for PyTorch's fused kernels. The loss's
-//! gradient with respect to the logits is known, `coef · (softmax − onehot)`, so it is computed
-//! here (on the host in one pass per row where the backend keeps tensors in host memory, with
-//! tensor ops elsewhere) and pushed into the decoder's weight, bias and input through a
-//! surrogate whose gradient is exactly that.
+//! Autodiff through `log_softmax` and `gather` keeps half a dozen `[n·T, V]` tensors alive and
+//! walks each of them again backwards: on the CPU the 5,000-way head and its loss cost ~110 ms
+//! of a ~240 ms tiny step, against ~45 ms for PyTorch's fused kernels. The loss's gradient with
+//! respect to the logits is known, `coef · (softmax − onehot)`.
 
-use std::any::TypeId;
-
-use burn::backend::ndarray::NdArrayDevice;
 use burn::nn::Linear;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
+use super::{constant, on_host, read, with_gradient};
 use crate::net::autocast;
 
 /// The loss's gradients, detached: per-position cross-entropy `ce [n, T]`, and with
@@ -31,9 +26,9 @@ struct Grads<B: Backend> {
 /// to `ce` is `coef [n, T]` (see [`crate::loss::mlm_coefficients`]). Returns the loss, carrying
 /// the gradient of `Σ coef · ce` to `h` and the decoder's parameters, and the detached `ce`.
 ///
-/// The surrogate `Σ h·dh + Σ W·dw + Σ b·db` with the detached [`Grads`] has exactly the
-/// gradients autodiff would find; its value is subtracted back out. Under autocast the logits
-/// and both products compute in the half dtype, as torch's autocast backward would.
+/// The gradients reach `h`, `W` and `b` through the surrogate `Σ h·dh + Σ W·dw + Σ b·db` (see
+/// [`with_gradient`]). Under autocast the logits and both products compute in the half dtype,
+/// as torch's autocast backward would.
 pub fn decoder_cross_entropy<B: Backend>(
     decoder: &Linear<B>,
     h: Tensor<B, 3>,
@@ -46,22 +41,15 @@ pub fn decoder_cross_entropy<B: Backend>(
     let bias = decoder.bias.as_ref().map(|b| b.val());
     let hd = constant(h.clone()).reshape([n * t, d]);
     let (wd, bd, coef) = (constant(weight.clone()), bias.clone().map(constant), constant(coef));
-    let on_host = TypeId::of::<B::Device>() == TypeId::of::<NdArrayDevice>() && !autocast::active();
-    let host = if on_host { host(hd.clone(), wd.clone(), bd.clone(), labels.clone(), coef.clone()) } else { None };
+    let host =
+        if on_host::<B>() { host(hd.clone(), wd.clone(), bd.clone(), labels.clone(), coef.clone()) } else { None };
     let Grads { ce, dh, dw, db } = host.unwrap_or_else(|| device(hd, wd, bd, labels, coef));
 
     let mut surrogate = (h * dh.reshape([n, t, d])).sum() + (weight * dw).sum();
     if let Some(b) = bias {
         surrogate = surrogate + (b * db).sum();
     }
-    let zero = surrogate.clone() - constant(surrogate);
-    (constant(value(ce.clone())) + zero, ce)
-}
-
-/// `x` cut from the graph and not requiring a gradient. (`detach` keeps `require_grad`, so a
-/// detached parameter or intermediate would still be tracked and its gradient computed.)
-fn constant<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.set_require_grad(false)
+    (with_gradient(value(ce.clone()), surrogate), ce)
 }
 
 /// [`Grads`] from tensor ops on any backend (inputs not tracked).
@@ -124,14 +112,6 @@ fn host<B: Backend>(
         dw: tensor(dw_t, [v, d]).transpose(),
         db: Tensor::from_data(TensorData::new(db, [v]), &device),
     })
-}
-
-/// The elements of `x`, row-major. Through a fresh buffer: burn-ndarray hands over a tensor's
-/// own buffer when nothing else holds it, but copies a shared one (a parameter, an input autodiff
-/// keeps for the backward pass) element by element through a dynamic-rank iterator, ~30 ns per
-/// element (9 ms for the tiny decoder's weight); the multiplication by one is a plain, exact copy.
-fn read<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<Vec<f32>> {
-    x.mul_scalar(1.0).into_data().into_vec::<f32>().ok()
 }
 
 /// `c [m, n] = a [m, k] · b [k, n]` with matrixmultiply (the kernel burn-ndarray uses), `a` and
