@@ -70,7 +70,7 @@ pub fn mlm_coefficients<B: Backend>(weights: Tensor<B, 2>, masked: Option<Tensor
 }
 
 /// Per-position cross-entropy `[n, T]` of `logits [n, T, V]` against `labels [n, T]` (the
-/// straightforward definition; training uses [`crate::cross_entropy::decoder_cross_entropy`]).
+/// straightforward definition; training uses [`crate::fused::cross_entropy::decoder_cross_entropy`]).
 pub fn token_cross_entropy<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [n, t, _] = logits.dims();
     let logp = log_softmax(logits, 2);

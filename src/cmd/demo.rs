@@ -45,7 +45,7 @@ pub struct Args {
     /// Held-out phantoms for the probe [default: 2000 (a 400-image test split); 300 with --quick].
     #[arg(long)]
     heldout: Option<u64>,
-    /// Pre-training epochs [default: 20 (2,500 steps, ~7 min on 2 cores); 4 with --quick].
+    /// Pre-training epochs [default: 20 (2,500 steps, ~5 min on 2 cores); 4 with --quick].
     #[arg(long)]
     epochs: Option<u64>,
     /// Peak pre-training learning rate. Above spec-tiny's 1e-3: in 1,250 steps, 3e-3 adds
