@@ -39,11 +39,15 @@ pub fn decoder_cross_entropy<B: Backend>(
     let [n, t, d] = h.dims();
     let weight = decoder.weight.val();
     let bias = decoder.bias.as_ref().map(|b| b.val());
-    let hd = constant(h.clone()).reshape([n * t, d]);
-    let (wd, bd, coef) = (constant(weight.clone()), bias.clone().map(constant), constant(coef));
-    let host =
-        if on_host::<B>() { host(hd.clone(), wd.clone(), bd.clone(), labels.clone(), coef.clone()) } else { None };
-    let Grads { ce, dh, dw, db } = host.unwrap_or_else(|| device(hd, wd, bd, labels, coef));
+    let ops = Operands {
+        h: constant(h.clone()).reshape([n * t, d]),
+        w: constant(weight.clone()),
+        b: bias.clone().map(constant),
+        labels,
+        coef: constant(coef),
+    };
+    let host = if on_host::<B>() { host(ops.clone()) } else { None };
+    let Grads { ce, dh, dw, db } = host.unwrap_or_else(|| device(ops));
 
     let mut surrogate = (h * dh.reshape([n, t, d])).sum() + (weight * dw).sum();
     if let Some(b) = bias {
@@ -52,14 +56,19 @@ pub fn decoder_cross_entropy<B: Backend>(
     (with_gradient(value(ce.clone()), surrogate), ce)
 }
 
-/// [`Grads`] from tensor ops on any backend (inputs not tracked).
-fn device<B: Backend>(
+/// The untracked inputs: `h [n·T, d]`, the decoder's `w [d, V]` and `b [V]`, `labels [n, T]`,
+/// `coef [n, T]`.
+#[derive(Clone)]
+struct Operands<B: Backend> {
     h: Tensor<B, 2>,
     w: Tensor<B, 2>,
     b: Option<Tensor<B, 1>>,
     labels: Tensor<B, 2, Int>,
     coef: Tensor<B, 2>,
-) -> Grads<B> {
+}
+
+/// [`Grads`] from tensor ops on any backend.
+fn device<B: Backend>(Operands { h, w, b, labels, coef }: Operands<B>) -> Grads<B> {
     let [n, t] = labels.dims();
     let logits = autocast::affine(h.clone(), w.clone(), b);
     let max = logits.clone().max_dim(1);
@@ -80,13 +89,7 @@ fn device<B: Backend>(
 /// the `[n·T, V]` tensors ever becoming tensors. For backends that keep tensors in host memory,
 /// where reading them costs a copy at most. `None` if a tensor does not read back as the
 /// expected element type; the caller then takes the tensor-op path.
-fn host<B: Backend>(
-    h: Tensor<B, 2>,
-    w: Tensor<B, 2>,
-    b: Option<Tensor<B, 1>>,
-    labels: Tensor<B, 2, Int>,
-    coef: Tensor<B, 2>,
-) -> Option<Grads<B>> {
+fn host<B: Backend>(Operands { h, w, b, labels, coef }: Operands<B>) -> Option<Grads<B>> {
     let device = h.device();
     let ([n, t], [rows, d], v) = (labels.dims(), h.dims(), w.dims()[1]);
     let hv = read(h)?;
@@ -395,15 +398,15 @@ mod tests {
             let value = |ce| mlm_loss(ce, weights.clone(), masked.clone());
             let (fused, _) = decoder_cross_entropy(&decoder, h.clone(), labels.clone(), coef.clone(), value);
             // The tensor-op path (what CUDA takes) and the host path against the reference.
-            let inputs = || {
-                let b = decoder.bias.as_ref().map(|b| b.val().inner());
-                let (h, w) = (h.clone().inner().reshape([n * t, d]), decoder.weight.val().inner());
-                (h, w, b, labels.clone().inner(), coef.clone().inner())
+            let inputs = Operands {
+                h: h.clone().inner().reshape([n * t, d]),
+                w: decoder.weight.val().inner(),
+                b: decoder.bias.as_ref().map(|b| b.val().inner()),
+                labels: labels.clone().inner(),
+                coef: coef.clone().inner(),
             };
-            let (h1, w1, b1, l1, c1) = inputs();
-            let ops = device(h1, w1, b1, l1, c1);
-            let (h2, w2, b2, l2, c2) = inputs();
-            let host = host(h2, w2, b2, l2, c2).unwrap();
+            let ops = device(inputs.clone());
+            let host = host(inputs).unwrap();
             let ce_ref = token_cross_entropy(decoder.forward(h.clone()), labels.clone()).inner();
             ops.ce.into_data().assert_approx_eq::<f32>(&ce_ref.clone().into_data(), Default::default());
             host.ce.into_data().assert_approx_eq::<f32>(&ce_ref.into_data(), Default::default());

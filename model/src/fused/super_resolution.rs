@@ -158,17 +158,13 @@ impl Net {
             weight_grad(&buf.d_x, &buf.r1_pad, c, side, &mut pass.d_w2);
             input_grad(&buf.d_x, &self.w2, c, side, &mut buf.d_pad);
             for (k, d) in buf.d_a1.iter_mut().enumerate() {
-                let (ch, rest) = (k / plane, k % plane);
-                let at = ch * (side + 2) * (side + 2) + (rest / side + 1) * (side + 2) + rest % side + 1;
-                *d = if buf.a1[k] > 0.0 { buf.d_pad[at] } else { 0.0 };
+                *d = if buf.a1[k] > 0.0 { buf.d_pad[padded_index(k, side)] } else { 0.0 };
             }
             bias_grad(&buf.d_a1, c, plane, &mut pass.d_b1);
             weight_grad(&buf.d_a1, &buf.up_pad, c, side, &mut pass.d_w1);
             input_grad(&buf.d_a1, &self.w1, c, side, &mut buf.d_pad);
             for (k, d) in buf.d_up.iter_mut().enumerate() {
-                let (ch, rest) = (k / plane, k % plane);
-                let at = ch * (side + 2) * (side + 2) + (rest / side + 1) * (side + 2) + rest % side + 1;
-                *d = buf.d_x[k] + buf.d_pad[at];
+                *d = buf.d_x[k] + buf.d_pad[padded_index(k, side)];
             }
             let d_rec = &mut pass.d_rec[i * c * s * s..(i + 1) * c * s * s];
             for ch in 0..c {
@@ -212,6 +208,12 @@ impl Buffers {
             d_up: vec![0.0; plane],
         }
     }
+}
+
+/// Where element `k` of a `[c, side, side]` image sits in its padded `[c, side+2, side+2]` copy.
+fn padded_index(k: usize, side: usize) -> usize {
+    let (ch, y, x) = (k / (side * side), k / side % side, k % side);
+    (ch * (side + 2) + y + 1) * (side + 2) + x + 1
 }
 
 /// `x [c, side, side]` into the interior of `out [c, side+2, side+2]` (the border stays zero).
