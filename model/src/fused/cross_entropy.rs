@@ -119,7 +119,7 @@ fn host<B: Backend>(Operands { h, w, b, labels, coef }: Operands<B>) -> Option<G
 
 /// `c [m, n] = a [m, k] · b [k, n]` with matrixmultiply (the kernel burn-ndarray uses), `a` and
 /// `b` given with their (row, column) strides so that transposes cost nothing. Large products
-/// are split by rows of `c` over the machine's cores (up to [`MAX_GEMM_THREADS`]): each element
+/// are split by rows of `c` over [`gemm_threads`] threads: each element
 /// is still accumulated by the same kernel in the same order, so the bits do not depend on
 /// the split.
 fn gemm(dims: [usize; 3], a: (&[f32], [usize; 2]), b: (&[f32], [usize; 2]), c: &mut [f32]) {
@@ -157,8 +157,16 @@ const MIN_SPLIT_MACS: usize = 1 << 24;
 /// The most threads one product is split over.
 const MAX_GEMM_THREADS: usize = 4;
 
+/// Threads for one large product: `RAYON_NUM_THREADS` when set (the knob that sizes ndarray's
+/// pool and that `ecamp bench model --threads` sets, so a comparison at N threads stays one),
+/// else the machine's cores; at most [`MAX_GEMM_THREADS`].
 fn gemm_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_GEMM_THREADS)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        let set = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok());
+        set.filter(|&n| n > 0).unwrap_or_else(cores).clamp(1, MAX_GEMM_THREADS)
+    })
 }
 
 /// Rows `r0 .. r0 + m` of the product into `c [m, n]` (bounds checked by [`gemm`]).
