@@ -124,16 +124,16 @@ impl Net {
         let mut buf = Buffers::new(c, side);
         let mut loss = 0.0f64;
         for i in 0..n {
-            let image = |x: &[f32], len: usize| x[i * c * len..(i + 1) * c * len].to_vec();
-            let rec = image(rec, s * s);
+            let rec = &rec[i * c * s * s..(i + 1) * c * s * s];
             // Forward: up = bilinear ×2, a1 = conv1(up), r1 = relu(a1), x = conv2(r1) + up.
             for ch in 0..c {
-                upsample2x(&rec[ch * s * s..(ch + 1) * s * s], s, &mut buf.up[ch * plane..(ch + 1) * plane]);
+                let out = &mut buf.up[ch * plane..(ch + 1) * plane];
+                upsample2x(&rec[ch * s * s..(ch + 1) * s * s], s, &mut buf.wide, out);
             }
             pad(&buf.up, c, side, &mut buf.up_pad);
             conv(&buf.up_pad, c, side, &self.w1, &self.b1, &mut buf.a1);
-            let r1: Vec<f32> = buf.a1.iter().map(|&a| a.max(0.0)).collect();
-            pad(&r1, c, side, &mut buf.r1_pad);
+            buf.r1.iter_mut().zip(&buf.a1).for_each(|(r, &a)| *r = a.max(0.0));
+            pad(&buf.r1, c, side, &mut buf.r1_pad);
             conv(&buf.r1_pad, c, side, &self.w2, &self.b2, &mut buf.x);
             buf.x.iter_mut().zip(&buf.up).for_each(|(x, u)| *x += u);
 
@@ -168,11 +168,8 @@ impl Net {
             }
             let d_rec = &mut pass.d_rec[i * c * s * s..(i + 1) * c * s * s];
             for ch in 0..c {
-                upsample2x_adjoint(
-                    &buf.d_up[ch * plane..(ch + 1) * plane],
-                    s,
-                    &mut d_rec[ch * s * s..(ch + 1) * s * s],
-                );
+                let d = &mut d_rec[ch * s * s..(ch + 1) * s * s];
+                upsample2x_adjoint(&buf.d_up[ch * plane..(ch + 1) * plane], s, &mut buf.wide, d);
             }
         }
         pass.loss = (loss / f64::from(count)) as f32;
@@ -185,12 +182,15 @@ struct Buffers {
     up: Vec<f32>,
     up_pad: Vec<f32>,
     a1: Vec<f32>,
+    r1: Vec<f32>,
     r1_pad: Vec<f32>,
     x: Vec<f32>,
     d_x: Vec<f32>,
     d_pad: Vec<f32>,
     d_a1: Vec<f32>,
     d_up: Vec<f32>,
+    /// The half-upsampled `[s, 2s]` image of one channel.
+    wide: Vec<f32>,
 }
 
 impl Buffers {
@@ -200,12 +200,14 @@ impl Buffers {
             up: vec![0.0; plane],
             up_pad: vec![0.0; padded],
             a1: vec![0.0; plane],
+            r1: vec![0.0; plane],
             r1_pad: vec![0.0; padded],
             x: vec![0.0; plane],
             d_x: vec![0.0; plane],
             d_pad: vec![0.0; padded],
             d_a1: vec![0.0; plane],
             d_up: vec![0.0; plane],
+            wide: vec![0.0; side * side / 2],
         }
     }
 }
@@ -317,12 +319,11 @@ fn lanes_dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().fold(rest, |s, a| s + a)
 }
 
-/// One channel `x [s, s]` → `out [2s, 2s]`, as [`crate::net::sr::upsample2x_bilinear`] computes
+/// One channel `x [s, s]` → `out [2s, 2s]` (`wide`: `[s, 2s]` scratch), as [`crate::net::sr::upsample2x_bilinear`] computes
 /// it (width first, then height; `0.75·x[k] + 0.25·x[k∓1]`, the neighbour clamped), so the
 /// values agree bit for bit.
-fn upsample2x(x: &[f32], s: usize, out: &mut [f32]) {
+fn upsample2x(x: &[f32], s: usize, wide: &mut [f32], out: &mut [f32]) {
     let side = 2 * s;
-    let mut wide = vec![0.0f32; s * side];
     for y in 0..s {
         let row = &x[y * s..(y + 1) * s];
         for k in 0..s {
@@ -341,10 +342,11 @@ fn upsample2x(x: &[f32], s: usize, out: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`upsample2x`]: `d_out [2s, 2s]` → `d_x [s, s]` (overwritten).
-fn upsample2x_adjoint(d_out: &[f32], s: usize, d_x: &mut [f32]) {
+/// The adjoint of [`upsample2x`]: `d_out [2s, 2s]` → `d_x [s, s]` (overwritten; `wide` is
+/// `[s, 2s]` scratch).
+fn upsample2x_adjoint(d_out: &[f32], s: usize, wide: &mut [f32], d_x: &mut [f32]) {
     let side = 2 * s;
-    let mut wide = vec![0.0f32; s * side];
+    wide.fill(0.0);
     for k in 0..s {
         let (prev, next) = (k.saturating_sub(1), (k + 1).min(s - 1));
         for xx in 0..side {
@@ -422,7 +424,7 @@ mod tests {
         let x = Tensor::<NdArray, 4>::random([1, 1, 5, 5], Distribution::Normal(0.0, 1.0), &dev);
         let want = crate::net::sr::upsample2x_bilinear(x.clone()).into_data().into_vec::<f32>().unwrap();
         let mut got = vec![0.0; 100];
-        upsample2x(&x.into_data().into_vec::<f32>().unwrap(), 5, &mut got);
+        upsample2x(&x.into_data().into_vec::<f32>().unwrap(), 5, &mut [0.0; 50], &mut got);
         assert_eq!(got, want);
     }
 
@@ -433,8 +435,9 @@ mod tests {
         let x: Vec<f32> = (0..s * s).map(|k| ((k * 37) % 11) as f32 / 11.0 - 0.4).collect();
         let y: Vec<f32> = (0..4 * s * s).map(|k| ((k * 53) % 13) as f32 / 13.0 - 0.5).collect();
         let (mut ux, mut uty) = (vec![0.0; 4 * s * s], vec![0.0; s * s]);
-        upsample2x(&x, s, &mut ux);
-        upsample2x_adjoint(&y, s, &mut uty);
+        let mut wide = vec![0.0; 2 * s * s];
+        upsample2x(&x, s, &mut wide, &mut ux);
+        upsample2x_adjoint(&y, s, &mut wide, &mut uty);
         let lhs: f32 = ux.iter().zip(&y).map(|(a, b)| a * b).sum();
         let rhs: f32 = x.iter().zip(&uty).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
