@@ -56,9 +56,13 @@ pub struct Batch {
     /// `len() × canvas_height × canvas_width` grayscale pixels; each image sits top-left in its
     /// canvas, the rest is zero.
     pub pixels: Vec<u8>,
-    /// Each image's valid (width, height) in its canvas.
+    /// Each image's valid (width, height) in its canvas: the whole stored image, or the
+    /// restart-aligned region around its crop that the loader decoded (see `region`).
     pub sizes: Vec<(u32, u32)>,
-    /// RandomResizedCrop boxes, in the image's pixels.
+    /// Where each canvas image starts in the stored image, (left, top): `(0, 0)` for a whole
+    /// image; a crop plus its origin is the crop in the stored image.
+    pub origins: Vec<(u32, u32)>,
+    /// RandomResizedCrop boxes, in the canvas image's pixels (relative to its origin).
     pub crops: Vec<CropBox>,
     /// Horizontal-flip bits.
     pub flips: Vec<bool>,
@@ -102,6 +106,7 @@ impl Batch {
             canvas_height: canvas.1,
             pixels: buffers.pixels,
             sizes: Vec::new(),
+            origins: Vec::new(),
             crops: Vec::new(),
             flips: Vec::new(),
             sr_windows: Vec::new(),

@@ -41,6 +41,9 @@ pub struct LoaderConfig {
     pub canvas: Option<(usize, usize)>,
     /// Retries of a row-group fetch that failed with a transient store error.
     pub io_retries: u32,
+    /// Decode only the restart segments under each sample's crop when the JPEG has restart
+    /// markers (what `ecamp ingest` writes); the device sees the same pixels either way.
+    pub region_decode: bool,
 }
 
 impl Default for LoaderConfig {
@@ -59,6 +62,7 @@ impl Default for LoaderConfig {
             augment: AugmentConfig::default(),
             canvas: None,
             io_retries: 30,
+            region_decode: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //!   resumable on another world size;
 //! - [`sample`]: per-sample CPU work (hash check, strict JPEG decode, torchvision's
 //!   RandomResizedCrop box and flip bit);
+//! - [`region`]: decoding only the restart segments of a JPEG that a crop needs;
 //! - [`text`]: the official ECAMP text preparation (spec §2.3–§2.8);
 //! - [`Loader`] / [`Epoch`]: the pipeline that streams batches from the store with a byte budget,
 //!   lock-free queues and pooled buffers, and its [`Telemetry`].
@@ -16,6 +17,7 @@ mod error;
 mod loader;
 pub mod order;
 mod plan;
+pub mod region;
 pub mod sample;
 mod schedule;
 mod stages;

@@ -78,6 +78,14 @@ pub fn verify_sha256(bytes: &[u8], expected: &str) -> Result<(), SampleError> {
     }
 }
 
+/// Refuses an image larger than the `max_width × max_height` canvas.
+pub fn fits(width: usize, height: usize, max_width: usize, max_height: usize) -> Result<(), SampleError> {
+    if width > max_width || height > max_height {
+        return Err(SampleError::TooLarge { width, height, canvas_width: max_width, canvas_height: max_height });
+    }
+    Ok(())
+}
+
 /// Decodes a JPEG to tight grayscale rows in `out` (its allocation reused), refusing
 /// images larger than `max_width × max_height` before decoding them; returns (width, height).
 pub fn decode_gray(
@@ -90,9 +98,7 @@ pub fn decode_gray(
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), opts);
     dec.decode_headers().map_err(|e| SampleError::Decode(e.to_string()))?;
     let (w, h) = dec.dimensions().ok_or_else(|| SampleError::Decode("no frame header".into()))?;
-    if w > max_width || h > max_height {
-        return Err(SampleError::TooLarge { width: w, height: h, canvas_width: max_width, canvas_height: max_height });
-    }
+    fits(w, h, max_width, max_height)?;
     out.resize(w * h, 0);
     dec.decode_into(out).map_err(|e| SampleError::Decode(e.to_string()))?;
     Ok((w, h))

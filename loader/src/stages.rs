@@ -30,7 +30,8 @@ use crate::batch::{Batch, Buffers, Skipped};
 use crate::config::{BadSamplePolicy, LoaderConfig};
 use crate::error::LoaderError;
 use crate::plan::{Plan, SAMPLE_COLUMNS};
-use crate::sample::{CropBox, decode_gray, flip, random_resized_crop, verify_sha256};
+use crate::region::Layout;
+use crate::sample::{CropBox, decode_gray, fits, flip, random_resized_crop, verify_sha256};
 use crate::schedule::{Fetch, Schedule};
 use crate::telemetry::Counters;
 use crate::text::{Prepared, TextPrep, sample_rng};
@@ -260,6 +261,7 @@ pub(crate) fn dispatch(ctx: &Context, groups: Receiver<Arc<Group>>, tasks: Sende
 struct Processed {
     width: u32,
     height: u32,
+    origin: (u32, u32),
     crop: CropBox,
     flip: bool,
     sr_window: (i32, i32),
@@ -277,6 +279,8 @@ pub(crate) struct Out {
 
 /// Runs the per-sample CPU work until the tasks run out.
 pub(crate) fn work(ctx: &Context, tasks: Receiver<Task>, outs: Sender<Out>, spare: Receiver<Vec<u8>>) {
+    // The region JPEG of the current sample (see `region`), reused across samples.
+    let mut region_jpeg = Vec::new();
     for task in tasks.iter() {
         let t0 = Instant::now();
         let mut pixels = spare.try_recv().unwrap_or_default();
@@ -284,7 +288,7 @@ pub(crate) fn work(ctx: &Context, tasks: Receiver<Task>, outs: Sender<Out>, spar
             None => (String::new(), Err("row missing from its fetched row group".to_string())),
             Some(row) => {
                 let global = ctx.schedule.slots[task.slot].global;
-                let done = catch_unwind(AssertUnwindSafe(|| process(ctx, &row, global, &mut pixels)));
+                let done = catch_unwind(AssertUnwindSafe(|| process(ctx, &row, global, &mut pixels, &mut region_jpeg)));
                 (row.id.to_string(), done.unwrap_or_else(|_| Err("the decoder panicked".into())))
             }
         };
@@ -299,11 +303,25 @@ pub(crate) fn work(ctx: &Context, tasks: Receiver<Task>, outs: Sender<Out>, spar
     }
 }
 
-fn process(ctx: &Context, row: &Row<'_>, global: u64, pixels: &mut Vec<u8>) -> Result<Processed, String> {
+fn process(
+    ctx: &Context,
+    row: &Row<'_>,
+    global: u64,
+    pixels: &mut Vec<u8>,
+    region_jpeg: &mut Vec<u8>,
+) -> Result<Processed, String> {
     let image = row.image.ok_or("no image bytes")?;
     verify_sha256(image, row.sha256).map_err(|e| e.to_string())?;
     let (cw, ch) = ctx.plan.canvas;
-    let (w, h) = decode_gray(image, cw, ch, pixels).map_err(|e| e.to_string())?;
+    // With restart markers the size comes from the header and the decode waits for the crop.
+    let layout = if ctx.cfg.region_decode { Layout::parse(image) } else { None };
+    let (w, h) = match &layout {
+        Some(l) => {
+            fits(l.width as usize, l.height as usize, cw, ch).map_err(|e| e.to_string())?;
+            (l.width as usize, l.height as usize)
+        }
+        None => decode_gray(image, cw, ch, pixels).map_err(|e| e.to_string())?,
+    };
     let ann = ctx.plan.annotations.get(row.id);
     // Text and image draw from separate streams of the sample's generator, so changing one
     // configuration does not move the other's draws.
@@ -314,10 +332,30 @@ fn process(ctx: &Context, row: &Row<'_>, global: u64, pixels: &mut Vec<u8>) -> R
         .map_err(|e| e.to_string())?;
     let mut image_rng: ChaCha8Rng = sample_rng(ctx.cfg.seed, ctx.epoch, global);
     image_rng.set_stream(1);
-    let crop = random_resized_crop(w as u32, h as u32, &ctx.cfg.augment, &mut image_rng);
+    let mut crop = random_resized_crop(w as u32, h as u32, &ctx.cfg.augment, &mut image_rng);
     let flip = flip(&ctx.cfg.augment, &mut image_rng);
+    let (mut origin, mut size) = ((0, 0), (w as u32, h as u32));
+    if let Some(l) = &layout {
+        let region = l.region(crop.top, crop.left, crop.height, crop.width);
+        let jpeg = match &region {
+            Some(r) => {
+                l.write_region(image, r, region_jpeg);
+                region_jpeg.as_slice()
+            }
+            None => image,
+        };
+        let (rw, rh) = decode_gray(jpeg, cw, ch, pixels).map_err(|e| e.to_string())?;
+        if let Some(r) = region {
+            if (rw as u32, rh as u32) != (r.width, r.height) {
+                return Err(format!("region {r:?} decoded to {rw}x{rh}"));
+            }
+            (origin, size) = ((r.left, r.top), (r.width, r.height));
+            crop.top -= r.top;
+            crop.left -= r.left;
+        }
+    }
     let sr_window = ann.and_then(|a| a.sr_window).unwrap_or(CENTRE_WINDOW);
-    Ok(Processed { width: w as u32, height: h as u32, crop, flip, sr_window, text })
+    Ok(Processed { width: size.0, height: size.1, origin, crop, flip, sr_window, text })
 }
 
 /// The assembler's ends of its queues.
@@ -359,6 +397,7 @@ pub(crate) fn assemble(ctx: &Context, q: AssembleQueues) {
                     batch.sample_ids.push(out.sample_id);
                     batch.sample_indices.push(global);
                     batch.sizes.push((p.width, p.height));
+                    batch.origins.push(p.origin);
                     batch.crops.push(p.crop);
                     batch.flips.push(p.flip);
                     batch.sr_windows.push(p.sr_window);

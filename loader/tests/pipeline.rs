@@ -60,12 +60,18 @@ fn batches_are_identical_across_runs_and_thread_counts() {
     }
     let ids: HashSet<&String> = a.iter().flat_map(|b| &b.sample_ids).collect();
     assert_eq!(ids.len(), 56, "every sample at most once");
-    // Pixels are the decoded JPEG: compare one sample with a direct decode.
+    // Pixels are the decoded JPEG (the rows of it the crop needs): compare one sample with a
+    // direct decode.
     let first = &a[0].sample_ids[0];
     let stored = samples.iter().find(|s| &s.sample_id == first).expect("sample");
     let mut direct = Vec::new();
     ecamp_loader::sample::decode_gray(&stored.image, 64, 64, &mut direct).expect("decode");
-    assert_eq!(a[0].image(0), direct.as_slice());
+    let ((left, top), (w, h)) = (a[0].origins[0], a[0].sizes[0]);
+    assert_eq!((left, w), (0, 64), "64-px phantoms have one restart segment per row");
+    for y in 0..h as usize {
+        let src = (top as usize + y) * 64;
+        assert_eq!(&a[0].image(0)[y * 64..(y + 1) * 64], &direct[src..src + 64]);
+    }
     // Masked ids differ from targets somewhere (masking happened) and weights sum to L per sample.
     assert!(a[0].input_ids != a[0].labels);
     let l = a[0].seq_len;
@@ -75,6 +81,45 @@ fn batches_are_identical_across_runs_and_thread_counts() {
     }
     let other_epoch = run(&one, Cursor { epoch: 1, samples: 0 });
     assert_ne!(all_keys(&a), all_keys(&other_epoch), "epochs reshuffle");
+}
+
+/// The pixels under crop `i` of a batch, row by row.
+fn crop_pixels(b: &Batch, i: usize) -> Vec<u8> {
+    let c = b.crops[i];
+    let img = b.image(i);
+    (c.top..c.top + c.height)
+        .flat_map(|y| {
+            let at = y as usize * b.canvas_width + c.left as usize;
+            img[at..at + c.width as usize].iter().copied()
+        })
+        .collect()
+}
+
+#[test]
+fn decoding_only_the_crop_region_gives_the_pixels_of_a_full_decode() {
+    // 256 px: four 64-px restart segments per row, so regions cut rows and columns.
+    let (samples, anns) = phantoms(24, 256, 2);
+    let (_dir, url) = dataset(&samples, &anns, 24, 256 << 10);
+    let Some(region) = open(&url, cfg(2)) else { return };
+    let whole = open(&url, LoaderConfig { region_decode: false, ..cfg(2) }).expect("open");
+    let (a, b) = (run(&region, Cursor::default()), run(&whole, Cursor::default()));
+    assert_eq!(a.len(), 3);
+    let (mut regions, mut narrower) = (0, 0);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.sample_ids, &x.flips, &x.input_ids), (&y.sample_ids, &y.flips, &y.input_ids));
+        for i in 0..x.len() {
+            assert_eq!((y.origins[i], y.sizes[i]), ((0, 0), (256, 256)), "region_decode off decodes whole");
+            let ((left, top), c) = (x.origins[i], x.crops[i]);
+            assert_eq!((c.top + top, c.left + left, c.height, c.width), {
+                let d = y.crops[i];
+                (d.top, d.left, d.height, d.width)
+            });
+            assert_eq!(crop_pixels(x, i), crop_pixels(y, i), "sample {}", x.sample_ids[i]);
+            regions += usize::from(x.sizes[i] != (256, 256));
+            narrower += usize::from(x.sizes[i].0 < 256);
+        }
+    }
+    assert!(regions >= 12 && narrower >= 4, "{regions} regions, {narrower} narrower than the image");
 }
 
 #[test]

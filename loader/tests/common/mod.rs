@@ -68,7 +68,9 @@ pub fn phantoms(n: u64, size: u32, seed: u64) -> (Vec<SampleRow>, Vec<Annotation
     let mut anns = Vec::new();
     for i in 0..n {
         let p = generate(&spec, i);
-        let jpeg = encode(&p.pixels, p.width, p.height);
+        // The JPEG as `ecamp ingest` writes it (with restart markers, so regions decode).
+        let gray = ecamp_ingest::image::Gray { width: p.width, height: p.height, pixels: p.pixels.clone() };
+        let jpeg = ecamp_ingest::image::encode_jpeg(&gray, 95).expect("encode");
         let d = rules.distill_batch(&[p.report.as_str()]).pop().expect("one result").expect("distilled");
         anns.push(AnnotationRow {
             sample_id: p.sample_id.clone(),

@@ -96,14 +96,18 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         prefetch_bytes: a.budget_mib << 20,
         ..Default::default()
     };
-    let (u, t) = (url.clone(), text.clone());
-    let loader = tokio::task::spawn_blocking(move || Loader::open(&u, &SnapshotRef::LATEST, t, cfg)).await??;
-    let loader = Arc::new(loader);
+    let open = |cfg: LoaderConfig| {
+        let (u, t) = (url.clone(), text.clone());
+        tokio::task::spawn_blocking(move || Loader::open(&u, &SnapshotRef::LATEST, t, cfg))
+    };
+    // The same loader decoding every image whole: what the crop-region decode saves.
+    let whole = Arc::new(open(LoaderConfig { region_decode: false, ..cfg.clone() }).await??);
+    let loader = Arc::new(open(cfg).await??);
     let jpegs = Arc::new(read_images(&url).await?);
     let workers = a.workers.max(1);
     let python_dir = local_dir(&url);
 
-    let (mut load, mut load_nd, mut load_host) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut load, mut load_nd, mut load_host, mut load_whole) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut zune, mut python) = (Vec::new(), Vec::new());
     let mut last = None;
     for round in 0..a.rounds.max(1) {
@@ -111,6 +115,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         let (rate, tele) = tokio::task::spawn_blocking(move || epoch_rate(&l, round as u64, Pixels::Device)).await??;
         load.push(rate);
         last = Some(tele);
+        let l = whole.clone();
+        load_whole.push(tokio::task::spawn_blocking(move || epoch_rate(&l, round as u64, Pixels::Device)).await??.0);
         for (how, rates) in [(Pixels::Ndarray, &mut load_nd), (Pixels::Host, &mut load_host)] {
             let l = loader.clone();
             rates.push(tokio::task::spawn_blocking(move || epoch_rate(&l, round as u64, how)).await??.0);
@@ -122,7 +128,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let tele = last.unwrap_or_default();
-    let (load, zune) = (median(&mut load), median(&mut zune));
+    let (load, zune, load_whole) = (median(&mut load), median(&mut zune), median(&mut load_whole));
     let (load_nd, load_host) = (median(&mut load_nd), median(&mut load_host));
     let py = (!python.is_empty()).then(|| median(&mut python));
     let result = serde_json::json!({
@@ -132,6 +138,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         "loader_with_host_augment_samples_per_s": load_host,
         "zune_decode_samples_per_s": zune, "python_samples_per_s": py,
         "ratio_vs_zune": load / zune, "target_vs_zune": 0.9,
+        "loader_whole_image_decode_samples_per_s": load_whole, "ratio_whole_image_decode_vs_zune": load_whole / zune,
         "ratio_vs_python": py.map(|p| load / p), "ratio_vs_python_with_ndarray_augment": py.map(|p| load_nd / p),
         "ratio_vs_python_with_host_augment": py.map(|p| load_host / p),
         "target_vs_python": 3.0,
@@ -155,6 +162,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             "  ecamp loader (CPU side)          : {load:>8.1} samples/s  ratio {:.2}x (target >= 0.9x)",
             load / zune
         );
+        println!("  ecamp loader, whole-image decode : {load_whole:>8.1} samples/s  ratio {:.2}x", load_whole / zune);
         println!("  ecamp loader + augment on ndarray: {load_nd:>8.1} samples/s");
         println!("  ecamp loader + augment on host   : {load_host:>8.1} samples/s");
         match py {
