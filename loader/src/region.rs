@@ -11,7 +11,8 @@
 //! This is TensorFlow's `decode_and_crop_jpeg` idea, taken further because the markers let the
 //! decoder skip the entropy decoding of the rows and columns outside the crop too. The integrity
 //! of the skipped segments is still checked: the loader verifies `image_sha256` of the whole
-//! stored image, whose every pixel `ecamp ingest` decoded and validated. `ecamp ingest` writes the
+//! stored image, whose every pixel `ecamp ingest` decoded and validated (for JPEGs from another
+//! writer, a corrupt segment outside a crop goes unnoticed until a crop needs it). `ecamp ingest` writes the
 //! markers into every JPEG it encodes (`ecamp_ingest::image::restart_interval`); JPEGs without
 //! them (passed through untouched, or from other writers) are decoded whole.
 
@@ -83,17 +84,19 @@ impl Layout {
                 return None;
             }
             match marker {
-                // Baseline and extended sequential Huffman frames, 8-bit, one component.
+                // Baseline and extended sequential Huffman frames, 8-bit, one component (whose
+                // frame header is 11 bytes long).
                 0xC0 | 0xC1 => {
                     let (h, w) = (be16(jpeg, at + 3)?, be16(jpeg, at + 5)?);
-                    if *jpeg.get(at + 2)? != 8 || *jpeg.get(at + 7)? != 1 || h == 0 || w == 0 {
+                    if len != 11 || *jpeg.get(at + 2)? != 8 || *jpeg.get(at + 7)? != 1 || h == 0 || w == 0 {
                         return None;
                     }
                     frame = Some((at + 3, u32::from(w), u32::from(h)));
                 }
-                // Any other frame type (progressive, lossless, arithmetic): decode whole.
-                0xC2..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
-                0xDD => interval = be16(jpeg, at + 2)?,
+                // Any other frame type (progressive, lossless, arithmetic, hierarchical): whole.
+                0xC2..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDE | 0xDF => return None,
+                0xDD if len == 4 => interval = be16(jpeg, at + 2)?,
+                0xDD => return None,
                 0xDA => break at + len,
                 0x01 | 0xD0..=0xD9 => return None,
                 _ => {}
@@ -106,8 +109,13 @@ impl Layout {
         if k == 0 || mcus % k != 0 {
             return None;
         }
-        let columns = mcus / k;
-        let segments = scan_segments(jpeg, data_start, (columns * rows) as usize)?;
+        let (columns, count) = (mcus / k, (mcus / k) as usize * rows as usize);
+        // Every segment but the last ends in a 2-byte marker: a header asking for more segments
+        // than the bytes can hold is not worth scanning (nor allocating for).
+        if count > (jpeg.len() - data_start) / 2 + 1 {
+            return None;
+        }
+        let segments = scan_segments(jpeg, data_start, count)?;
         Some(Layout { width, height, dims_at, data_start, segment_width: k * BLOCK, columns, rows, segments })
     }
 
@@ -208,10 +216,13 @@ mod tests {
             assert_eq!((layout.width, layout.height), (u32::from(w), u32::from(h)));
             let (mut sub, mut px) = (Vec::new(), Vec::new());
             let mut cut = 0;
-            for (top, left, ch, cw) in
-                [(0, 0, 10, 10), (17, 33, 40, 50), (5, 0, 7, 125), (50, 70, 33, 55), (0, 0, 96, 128)]
+            let (wf, hf) = (f64::from(w), f64::from(h));
+            // Crops as fractions (top, left, height, width) of the image, then in pixels.
+            for (t, l, fh, fw) in
+                [(0.0, 0.0, 0.1, 0.1), (0.2, 0.3, 0.4, 0.4), (0.05, 0.0, 0.1, 1.0), (0.6, 0.5, 0.4, 0.5)]
             {
-                let (ch, cw) = (ch.min(u32::from(h) - top), cw.min(u32::from(w) - left));
+                let (top, left) = ((t * hf) as u32, (l * wf) as u32);
+                let (ch, cw) = (((fh * hf) as u32).max(1), ((fw * wf) as u32).max(1));
                 let Some(r) = layout.region(top, left, ch, cw) else {
                     continue;
                 };
@@ -226,7 +237,7 @@ mod tests {
                     assert_eq!(&px[y * rw..(y + 1) * rw], &full[src..src + rw], "{w}x{h} region {r:?}, row {y}");
                 }
             }
-            assert!(cut >= 3, "{w}x{h}: most crops are regions");
+            assert!(cut >= 3, "{w}x{h}: most crops are regions ({cut})");
         }
     }
 
@@ -251,10 +262,18 @@ mod tests {
         for cut in [3, 40, bytes.len() / 2, bytes.len() - 2] {
             assert_eq!(Layout::parse(&bytes[..cut]), None, "cut at {cut}");
         }
-        let rst = bytes.windows(2).position(|w| w == [0xFF, 0xD0]).expect("a restart marker");
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).expect("a scan");
+        let rst = sos + bytes[sos..].windows(2).position(|w| w == [0xFF, 0xD0]).expect("a restart marker");
         let mut swapped = bytes.clone();
         swapped[rst + 1] = 0xD3;
         assert_eq!(Layout::parse(&swapped), None);
+        // A header that promises more segments than the bytes hold (65535² pixels, DRI 1).
+        let mut huge = bytes.clone();
+        let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a frame header");
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xFF; 4]);
+        let dri = huge.windows(2).position(|w| w == [0xFF, 0xDD]).expect("DRI");
+        huge[dri + 4..dri + 6].copy_from_slice(&[0, 1]);
+        assert_eq!(Layout::parse(&huge), None);
         // A colour JPEG.
         let mut rgb = Vec::new();
         jpeg_encoder::Encoder::new(&mut rgb, 90)

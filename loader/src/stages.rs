@@ -344,15 +344,16 @@ fn process(
             }
             None => image,
         };
-        let (rw, rh) = decode_gray(jpeg, cw, ch, pixels).map_err(|e| e.to_string())?;
-        if let Some(r) = region {
-            if (rw as u32, rh as u32) != (r.width, r.height) {
-                return Err(format!("region {r:?} decoded to {rw}x{rh}"));
-            }
-            (origin, size) = ((r.left, r.top), (r.width, r.height));
-            crop.top -= r.top;
-            crop.left -= r.left;
+        let decoded = decode_gray(jpeg, cw, ch, pixels).map_err(|e| e.to_string())?;
+        let (left, top, want) =
+            region.map_or((0, 0, (w, h)), |r| (r.left, r.top, (r.width as usize, r.height as usize)));
+        if decoded != want {
+            return Err(format!("decoded {}x{} where the header promised {}x{}", decoded.0, decoded.1, want.0, want.1));
         }
+        (origin, size) = ((left, top), (want.0 as u32, want.1 as u32));
+        // The region contains the crop (`Layout::region`), so these do not underflow.
+        crop.top -= top;
+        crop.left -= left;
     }
     let sr_window = ann.and_then(|a| a.sr_window).unwrap_or(CENTRE_WINDOW);
     Ok(Processed { width: size.0, height: size.1, origin, crop, flip, sr_window, text })

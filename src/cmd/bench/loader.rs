@@ -159,7 +159,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
         println!("  zune-jpeg decode from memory     : {zune:>8.1} samples/s");
         println!(
-            "  ecamp loader (CPU side)          : {load:>8.1} samples/s  ratio {:.2}x (target >= 0.9x)",
+            "  ecamp loader (CPU side)          : {load:>8.1} samples/s  ratio {:.2}x (crop-region decode; target >= 0.9x)",
             load / zune
         );
         println!("  ecamp loader, whole-image decode : {load_whole:>8.1} samples/s  ratio {:.2}x", load_whole / zune);
