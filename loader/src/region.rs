@@ -162,22 +162,27 @@ impl Layout {
 fn scan_segments(jpeg: &[u8], start: usize, expected: usize) -> Option<Vec<Range<usize>>> {
     let mut segments = Vec::with_capacity(expected);
     let (mut seg_start, mut i) = (start, start);
+    // First of the 0xFF fill bytes right before the current position, if any (a data byte 0xFF is
+    // always stuffed with 0x00, so a run of 0xFF before a marker is fill, not data).
+    let mut fill: Option<usize> = None;
     loop {
         let p = i + memchr::memchr(0xFF, jpeg.get(i..)?)?;
+        let end = fill.filter(|&f| jpeg[f..p].iter().all(|&b| b == 0xFF)).unwrap_or(p);
         match *jpeg.get(p + 1)? {
-            // A stuffed 0xFF data byte, or a fill byte before a marker.
-            0x00 => i = p + 2,
-            0xFF => i = p + 1,
+            // A stuffed 0xFF data byte.
+            0x00 => (i, fill) = (p + 2, None),
+            // A fill byte before a marker.
+            0xFF => (i, fill) = (p + 1, Some(end)),
             m @ 0xD0..=0xD7 => {
                 if usize::from(m - 0xD0) != segments.len() % 8 || segments.len() + 1 >= expected {
                     return None;
                 }
-                segments.push(seg_start..p);
+                segments.push(seg_start..end);
                 seg_start = p + 2;
-                i = seg_start;
+                (i, fill) = (seg_start, None);
             }
             0xD9 => {
-                segments.push(seg_start..p);
+                segments.push(seg_start..end);
                 return (segments.len() == expected).then_some(segments);
             }
             _ => return None,
@@ -238,6 +243,29 @@ mod tests {
                 }
             }
             assert!(cut >= 3, "{w}x{h}: most crops are regions ({cut})");
+        }
+    }
+
+    #[test]
+    fn comments_and_fill_bytes_are_skipped() {
+        let (bytes, full) = jpeg(128, 64, 8);
+        // A comment after SOI, and fill bytes before the first restart marker and before EOI.
+        let mut b = vec![0xFF, 0xD8, 0xFF, 0xFE, 0, 5, b'a', b'b', b'c'];
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).expect("a scan");
+        let rst = sos + bytes[sos..].windows(2).position(|w| w == [0xFF, 0xD0]).expect("a restart marker");
+        b.extend_from_slice(&bytes[2..rst]);
+        b.extend_from_slice(&[0xFF, 0xFF]);
+        b.extend_from_slice(&bytes[rst..bytes.len() - 2]);
+        b.extend_from_slice(&[0xFF, 0xFF, 0xD9]);
+        let layout = Layout::parse(&b).expect("layout");
+        let r = layout.region(0, 0, 30, 60).expect("a region");
+        let (mut sub, mut px) = (Vec::new(), Vec::new());
+        layout.write_region(&b, &r, &mut sub);
+        assert!(!sub.windows(3).any(|w| w == [0xFF, 0xFF, 0xD0]), "fill bytes left out of the segments");
+        let (rw, rh) = decode_gray(&sub, 4096, 4096, &mut px).expect("region decodes");
+        assert_eq!((rw, rh), (64, 32));
+        for y in 0..rh {
+            assert_eq!(&px[y * rw..(y + 1) * rw], &full[y * 128..y * 128 + rw]);
         }
     }
 
