@@ -167,7 +167,8 @@ fn scan_segments(jpeg: &[u8], start: usize, expected: usize) -> Option<Vec<Range
     let mut fill: Option<usize> = None;
     loop {
         let p = i + memchr::memchr(0xFF, jpeg.get(i..)?)?;
-        let end = fill.filter(|&f| jpeg[f..p].iter().all(|&b| b == 0xFF)).unwrap_or(p);
+        // `fill` is only kept while each next byte is 0xFF, so it always starts the run before `p`.
+        let end = fill.unwrap_or(p);
         match *jpeg.get(p + 1)? {
             // A stuffed 0xFF data byte.
             0x00 => (i, fill) = (p + 2, None),
