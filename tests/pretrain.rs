@@ -97,6 +97,31 @@ fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
     assert!(err.contains("nothing") && err.contains("checkpoint"), "{}", text(&out));
 }
 
+/// `--min-scale` and `--flip-prob` reach the loader (other crops, other first losses); ranges
+/// outside what the augmentation can draw are refused before training starts.
+#[test]
+fn augmentation_flags_change_the_crops_and_bad_ranges_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = phantom_dataset(dir.path(), 16, 7);
+    let (official, whole) = (dir.path().join("official"), dir.path().join("whole"));
+    pretrain(&url, &official, &["--max-steps", "1"]);
+    pretrain(&url, &whole, &["--max-steps", "2", "--min-scale", "1", "--flip-prob", "0"]);
+    let first = |run: &Path| MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics")[0].mim.to_bits();
+    assert_ne!(first(&official), first(&whole), "whole-image crops give another first batch");
+    // Resuming with other augmentation would not repeat the run: refused, naming the setting.
+    let resume = whole.display().to_string();
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &resume, "--resume", &resume, "--batch-size", "8", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("augmentation"), "{}", text(&out));
+    let run = dir.path().join("bad").display().to_string();
+    for (flag, value, says) in [("--min-scale", "0", "crop scale"), ("--flip-prob", "2", "flip probability")] {
+        let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run, flag, value, "-q"]);
+        assert!(!out.status.success(), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && !err.contains("panicked"), "{}", text(&out));
+    }
+}
+
 /// Two data-parallel devices (both the CPU on ndarray, which exercises burn's multi-device
 /// optimizer step) split each global batch between two loader ranks: before any update the
 /// image losses equal the single-device run's on the same global batch; training goes on.

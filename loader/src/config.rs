@@ -90,6 +90,45 @@ impl LoaderConfig {
         {
             return Err(format!("canvas {w}x{h} is empty"));
         }
+        let AugmentConfig { scale: (s0, s1), ratio: (r0, r1), flip_prob } = self.augment;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
+            return Err(format!("crop scale {s0}..{s1} is not a range inside (0, 1]"));
+        }
+        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
+            return Err(format!("crop aspect ratio {r0}..{r1} is not a positive range"));
+        }
+        if !(0.0..=1.0).contains(&flip_prob) {
+            return Err(format!("flip probability {flip_prob} is outside [0, 1]"));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_augment(augment: AugmentConfig) -> Result<(), String> {
+        LoaderConfig { augment, ..LoaderConfig::default() }.validate()
+    }
+
+    #[test]
+    fn augmentation_ranges_are_checked() {
+        let ok = AugmentConfig::default();
+        assert_eq!(with_augment(ok), Ok(()));
+        assert_eq!(with_augment(AugmentConfig { scale: (1.0, 1.0), flip_prob: 0.0, ..ok }), Ok(()));
+        for (augment, says) in [
+            (AugmentConfig { scale: (0.0, 1.0), ..ok }, "crop scale"),
+            (AugmentConfig { scale: (0.8, 0.5), ..ok }, "crop scale"),
+            (AugmentConfig { scale: (0.2, 1.5), ..ok }, "crop scale"),
+            (AugmentConfig { scale: (f64::NAN, 1.0), ..ok }, "crop scale"),
+            (AugmentConfig { ratio: (0.0, 1.0), ..ok }, "aspect ratio"),
+            (AugmentConfig { ratio: (1.0, f64::INFINITY), ..ok }, "aspect ratio"),
+            (AugmentConfig { flip_prob: 1.5, ..ok }, "flip probability"),
+            (AugmentConfig { flip_prob: f64::NAN, ..ok }, "flip probability"),
+        ] {
+            let err = with_augment(augment).expect_err("an invalid range");
+            assert!(err.contains(says), "{augment:?}: {err}");
+        }
     }
 }

@@ -24,7 +24,7 @@ pub struct CropBox {
 }
 
 /// Augmentation ranges (ECAMP: scale 0.2–1, ratio 3/4–4/3, flip p = 0.5).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
     /// Fraction of the image area the crop covers, (min, max).
     pub scale: (f64, f64),

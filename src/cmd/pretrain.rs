@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use burn::backend::{Autodiff, NdArray};
 use ecamp_ingest::vocab;
+use ecamp_loader::sample::AugmentConfig;
 use ecamp_loader::text::{TextConfig, TextPrep};
 use ecamp_loader::{Loader, LoaderConfig};
 use ecamp_model::EcampConfig;
@@ -75,6 +76,12 @@ pub struct Args {
     /// Global batch size.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Smallest RandomResizedCrop area, as a fraction of the image (ECAMP: 0.2).
+    #[arg(long, default_value_t = 0.2)]
+    min_scale: f64,
+    /// Probability of a horizontal flip (ECAMP: 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    flip_prob: f64,
     /// Compute dtype of the matmuls: bf16 is mixed precision as torch's autocast (parameters,
     /// norms, losses and the optimizer stay f32); half dtypes need `--backend cuda`.
     #[arg(long, value_enum, default_value = "f32")]
@@ -172,6 +179,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             world,
             workers: (workers / world).max(1),
             prefetch_bytes: (a.prefetch_mib << 20) / world as u64,
+            augment: AugmentConfig { scale: (a.min_scale, 1.0), flip_prob: a.flip_prob, ..AugmentConfig::default() },
             ..LoaderConfig::default()
         };
         let (url, snap, text) = (a.dataset.clone(), a.snapshot.clone(), text.clone());

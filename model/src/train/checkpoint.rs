@@ -13,6 +13,7 @@ use super::optim::Optim;
 use super::{TrainConfig, TrainError, io_err};
 use crate::config::EcampConfig;
 use crate::ecamp::Ecamp;
+use ecamp_loader::sample::AugmentConfig;
 
 /// Version of the checkpoint layout.
 pub const FORMAT: u32 = 1;
@@ -36,6 +37,9 @@ pub struct RunState {
     pub loader_seed: u64,
     /// Global batch size.
     pub batch_size: usize,
+    /// The loader's augmentation ranges (checkpoints from before this field: ECAMP's, the only ones then).
+    #[serde(default)]
+    pub augment: AugmentConfig,
     /// Model sizes and loss switches.
     pub model: EcampConfig,
     /// Optimisation settings.

@@ -96,6 +96,7 @@ pub fn fit<B: AutodiffBackend>(
         snapshot_id: lead.snapshot().id.clone(),
         loader_seed: lead.config().seed,
         batch_size: lead.config().batch_size,
+        augment: lead.config().augment,
         model: model_config.clone(),
         train: train.clone(),
     };
@@ -265,10 +266,17 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
             )));
         }
         let same = l.snapshot().id == first.snapshot().id
-            && (c.seed, c.batch_size, c.shuffle_buffer)
-                == (first.config().seed, first.config().batch_size, first.config().shuffle_buffer);
+            && (c.seed, c.batch_size, c.shuffle_buffer, c.augment)
+                == (
+                    first.config().seed,
+                    first.config().batch_size,
+                    first.config().shuffle_buffer,
+                    first.config().augment,
+                );
         if !same {
-            return Err(TrainError::Config(format!("loader {d} differs from loader 0 in snapshot or order settings")));
+            return Err(TrainError::Config(format!(
+                "loader {d} differs from loader 0 in snapshot, order or augmentation settings"
+            )));
         }
     }
     Ok(())
@@ -285,6 +293,9 @@ fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), Trai
     }
     if saved.model != now.model {
         return Err(mismatch("model config", &saved.model, &now.model));
+    }
+    if saved.augment != now.augment {
+        return Err(mismatch("augmentation", &saved.augment, &now.augment));
     }
     if (saved.loader_seed, saved.batch_size) != (now.loader_seed, now.batch_size) {
         return Err(mismatch(
