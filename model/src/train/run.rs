@@ -251,12 +251,16 @@ pub fn fit<B: AutodiffBackend>(
     Ok(record.summary(&state, state.step - start_step, last_checkpoint))
 }
 
-/// Loader `d` must be rank `d` of `world`, all on one snapshot with the same order settings.
+/// Loader `d` must be rank `d` of `world`, all on one snapshot with the same order and augmentation settings.
 fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
     if world == 0 || loaders.len() != world {
         return Err(TrainError::Config(format!("{} loaders for {world} devices", loaders.len())));
     }
     let first = &loaders[0];
+    let order = |l: &Loader| {
+        let c = l.config();
+        (c.seed, c.batch_size, c.shuffle_buffer, c.augment)
+    };
     for (d, l) in loaders.iter().enumerate() {
         let c = l.config();
         if c.rank != d || c.world != world {
@@ -265,15 +269,7 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
                 c.rank, c.world
             )));
         }
-        let same = l.snapshot().id == first.snapshot().id
-            && (c.seed, c.batch_size, c.shuffle_buffer, c.augment)
-                == (
-                    first.config().seed,
-                    first.config().batch_size,
-                    first.config().shuffle_buffer,
-                    first.config().augment,
-                );
-        if !same {
+        if l.snapshot().id != first.snapshot().id || order(l) != order(first) {
             return Err(TrainError::Config(format!(
                 "loader {d} differs from loader 0 in snapshot, order or augmentation settings"
             )));
