@@ -74,7 +74,32 @@ impl IngestOptions {
             progress: false,
         }
     }
+
+    /// Refuses settings that cannot work or would exhaust memory before any input is read; the
+    /// message names the option.
+    pub fn check(&self) -> Result<()> {
+        let (part, parts) = self.partition;
+        let rule = |ok: bool, why: String| if ok { Ok(()) } else { Err(IngestError::Option(why)) };
+        rule(parts > 0 && part < parts, format!("--partition {part}/{parts}: need I < N"))?;
+        rule((1..=MAX_WORKERS).contains(&self.workers), format!("--workers must be in 1..={MAX_WORKERS}"))?;
+        rule(
+            self.batch_rows > 0 && self.batch_bytes > 0,
+            "--batch-rows and the commit byte size must be at least 1".into(),
+        )?;
+        for size in [self.image.size, self.source_opts.phantom_size] {
+            rule(
+                (1..=MAX_IMAGE_SIZE).contains(&size),
+                format!("--image-size {size}: must be in 1..={MAX_IMAGE_SIZE}"),
+            )?;
+        }
+        Ok(())
+    }
 }
+
+/// Most worker threads an ingest may start.
+const MAX_WORKERS: usize = 1024;
+/// Largest short side images are stored (and phantoms drawn) at.
+const MAX_IMAGE_SIZE: u32 = 16384;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -319,10 +344,8 @@ async fn existing_keys(ds: &Dataset) -> Result<(HashSet<String>, HashSet<String>
 /// operations run on `rt`.
 pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) -> Result<IngestSummary> {
     let started = Instant::now();
+    opts.check()?;
     let (part, parts) = opts.partition;
-    if parts == 0 || part >= parts {
-        return Err(IngestError::Option(format!("--partition {part}/{parts}: need I < N")));
-    }
     let run_id = format!("{}-p{part}of{parts}", uuid::Uuid::new_v4().simple());
     let mut summary = IngestSummary { run_id: run_id.clone(), ..Default::default() };
     let ds = rt.block_on(Dataset::create(&opts.dataset))?;
@@ -586,5 +609,32 @@ fn write_rejects(ds: &Dataset, rt: &Handle, opts: &IngestOptions, run_id: &str, 
                 .map_err(|e| IngestError::Rejects { path: rel.clone(), message: e.to_string() })?;
             Ok(format!("{}/{rel}", ds.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_that_cannot_work_are_refused_by_name() {
+        let ok = || IngestOptions { workers: 2, ..IngestOptions::new("memory://x", Vec::new()) };
+        assert!(ok().check().is_ok());
+        let refused = |opts: IngestOptions, says: &str| {
+            let err = opts.check().expect_err(says).to_string();
+            assert!(err.contains(says), "{err}");
+        };
+        refused(IngestOptions { partition: (4, 4), ..ok() }, "--partition 4/4");
+        refused(IngestOptions { partition: (0, 0), ..ok() }, "--partition 0/0");
+        refused(IngestOptions { workers: 0, ..ok() }, "--workers");
+        refused(IngestOptions { workers: 1 << 40, ..ok() }, "--workers");
+        refused(IngestOptions { batch_rows: 0, ..ok() }, "--batch-rows");
+        refused(
+            IngestOptions { image: ImageConfig { size: 100_000, ..ImageConfig::default() }, ..ok() },
+            "--image-size 100000",
+        );
+        let mut zero_size_phantoms = ok();
+        zero_size_phantoms.source_opts.phantom_size = 0;
+        refused(zero_size_phantoms, "--image-size 0");
     }
 }

@@ -106,13 +106,20 @@ pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize)
     Ok(out.into())
 }
 
-/// Checks a tokenizer has the special tokens at the ids ECAMP's text pipeline relies on.
+/// Checks a tokenizer has the special tokens at the ids ECAMP's text pipeline relies on, and
+/// ids below its vocabulary size (the model sizes its embedding by that count).
 pub fn check(tok: &Tokenizer) -> Result<()> {
     for (id, t) in SPECIAL_TOKENS.iter().enumerate() {
         match tok.token_to_id(t) {
             Some(got) if got as usize == id => {}
             got => return Err(IngestError::Vocab(format!("token {t} must have id {id}, has {got:?}"))),
         }
+    }
+    let size = tok.get_vocab_size(true);
+    if let Some((token, id)) = tok.get_vocab(true).into_iter().find(|(_, id)| *id as usize >= size) {
+        return Err(IngestError::Vocab(format!(
+            "token {token:?} has id {id}, but the vocabulary has {size} tokens (ids must be 0..{size})"
+        )));
     }
     Ok(())
 }
@@ -242,6 +249,18 @@ mod tests {
         assert!(got.iter().all(|&i| i < 5000), "{got:?}");
         assert!(got.len() >= ids(&full, rare).len());
         assert!(truncate(&full, 3).is_err(), "cutting away [MASK] is refused");
+    }
+
+    #[test]
+    fn an_id_beyond_the_vocabulary_size_is_refused() {
+        let corpus: Vec<&str> = ["There is a small right pleural effusion."; 20].to_vec();
+        let tok = train(corpus.into_iter(), 100).expect("train");
+        let mut value: serde_json::Value = tok.to_string(false).expect("json").parse().expect("value");
+        let vocab = value["model"]["vocab"].as_object_mut().expect("a WordPiece vocab");
+        let word = vocab.keys().find(|k| !k.starts_with('[')).cloned().expect("a word");
+        vocab.insert(word, 99_999.into());
+        let err = load(value.to_string().as_bytes()).expect_err("id 99999 in a small vocabulary").to_string();
+        assert!(err.contains("99999"), "{err}");
     }
 
     /// A corpus where the merge budget runs out among many equal-count pairs, so any

@@ -2,6 +2,14 @@
 
 use crate::sample::AugmentConfig;
 
+/// Most pixels of a batch canvas per image (ingest's default decode limit): canvases are
+/// allocated from the recorded sizes, so a row that lies about its size must not make them
+/// unbounded.
+pub(crate) const MAX_CANVAS_PIXELS: u64 = 100_000_000;
+
+/// Most threads (CPU workers, concurrent reads) or prefetched batches a setting may ask for.
+const MAX_THREADS: usize = 1024;
+
 /// What to do with a sample whose bytes fail their hash or do not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BadSamplePolicy {
@@ -79,16 +87,16 @@ impl LoaderConfig {
                 self.batch_size, self.world
             ));
         }
-        if self.workers == 0 || self.io_concurrency == 0 || self.prefetch_batches == 0 {
-            return Err("workers, io concurrency and prefetch batches must each be at least 1".into());
+        if [self.workers, self.io_concurrency, self.prefetch_batches].iter().any(|n| !(1..=MAX_THREADS).contains(n)) {
+            return Err(format!("workers, io concurrency and prefetch batches must each be in 1..={MAX_THREADS}"));
         }
         if self.prefetch_bytes == 0 {
             return Err("the prefetch budget must be at least one byte".into());
         }
         if let Some((w, h)) = self.canvas
-            && (w == 0 || h == 0)
+            && (w == 0 || h == 0 || (w as u64).saturating_mul(h as u64) > MAX_CANVAS_PIXELS)
         {
-            return Err(format!("canvas {w}x{h} is empty"));
+            return Err(format!("canvas {w}x{h} is empty or over {MAX_CANVAS_PIXELS} pixels"));
         }
         let AugmentConfig { scale: (s0, s1), ratio: (r0, r1), flip_prob } = self.augment;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {

@@ -9,6 +9,7 @@ use ecamp_store::schema::annotation_rows;
 use ecamp_store::{DataFile, Dataset, FileMetadata, Snapshot, TableKind, row_group_sizes};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::config::MAX_CANVAS_PIXELS;
 use crate::error::LoaderError;
 use crate::order::Unit;
 
@@ -57,11 +58,24 @@ impl Plan {
         let mut unit_bytes = Vec::with_capacity(files.len());
         for (fi, meta) in metas.iter().enumerate() {
             let sizes = row_group_sizes(meta, &SAMPLE_COLUMNS);
+            let file = &files[fi];
+            let malformed =
+                |message: String| LoaderError::Malformed { path: format!("samples/{}", file.path), message };
+            // The footer's counts size every allocation and the byte budget: they must agree
+            // with what the log recorded for the file (rows, when it has stats; bytes, always).
+            let footer_rows = sizes.iter().fold(0u64, |n, rg| n.saturating_add(rg.rows));
+            if file.rows > 0 && footer_rows != file.rows {
+                return Err(malformed(format!("the footer counts {footer_rows} rows, the log {}", file.rows)));
+            }
             for (gi, rg) in sizes.iter().enumerate() {
-                let rows = u32::try_from(rg.rows).map_err(|_| LoaderError::Malformed {
-                    path: format!("samples/{}", files[fi].path),
-                    message: format!("row group {gi} has {} rows", rg.rows),
-                })?;
+                let rows =
+                    u32::try_from(rg.rows).map_err(|_| malformed(format!("row group {gi} has {} rows", rg.rows)))?;
+                if file.size > 0 && rg.bytes > file.size {
+                    return Err(malformed(format!(
+                        "row group {gi} claims {} bytes in a file of {}",
+                        rg.bytes, file.size
+                    )));
+                }
                 units.push(Unit { file: fi as u32, row_group: gi as u32, rows });
             }
             unit_bytes.push(sizes.iter().map(|s| s.bytes).collect());
@@ -85,24 +99,42 @@ impl Plan {
     }
 }
 
-/// The largest stored width and height over all samples (from two small int columns).
+/// The largest stored width and height over all samples (from two small int columns); a size
+/// no JPEG can have, or a canvas over [`MAX_CANVAS_PIXELS`], is an error naming the file and row.
 async fn largest_image(ds: &Dataset, files: &[DataFile]) -> Result<(usize, usize), LoaderError> {
     let per_file: Vec<(usize, usize)> = futures::stream::iter(files.iter().map(|f| async move {
         let batches = ds.read_columns(TableKind::Samples, f, &["width", "height"]).await?;
         let path = format!("samples/{}", f.path);
         let mut max = (0usize, 0usize);
+        let mut row = 0usize;
         for b in &batches {
             let w = int_column(b, "width", &path)?;
             let h = int_column(b, "height", &path)?;
-            max.0 = max.0.max(w.iter().flatten().max().unwrap_or(0).max(0) as usize);
-            max.1 = max.1.max(h.iter().flatten().max().unwrap_or(0).max(0) as usize);
+            for (w, h) in w.values().iter().zip(h.values()) {
+                let side = |v: i32| usize::try_from(v).ok().filter(|v| (1..=usize::from(u16::MAX)).contains(v));
+                let (Some(w), Some(h)) = (side(*w), side(*h)) else {
+                    return Err(LoaderError::Malformed {
+                        path: path.clone(),
+                        message: format!("row {row}: stored size {w}x{h} is not a JPEG size (1..=65535 per side)"),
+                    });
+                };
+                max = (max.0.max(w), max.1.max(h));
+                row += 1;
+            }
         }
         Ok::<_, LoaderError>(max)
     }))
     .buffered(OPEN_CONCURRENCY)
     .try_collect()
     .await?;
-    Ok(per_file.into_iter().fold((1, 1), |a, b| (a.0.max(b.0), a.1.max(b.1))))
+    let (w, h) = per_file.into_iter().fold((1, 1), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    if (w as u64) * (h as u64) > MAX_CANVAS_PIXELS {
+        return Err(LoaderError::Config(format!(
+            "the snapshot's widest and tallest images need a {w}x{h} canvas, over {MAX_CANVAS_PIXELS} pixels; \
+             ingest at a smaller --image-size"
+        )));
+    }
+    Ok((w, h))
 }
 
 fn int_column<'a>(batch: &'a RecordBatch, name: &str, path: &str) -> Result<&'a Int32Array, LoaderError> {

@@ -240,6 +240,21 @@ fn a_vanished_data_file_is_an_error_naming_it() {
 }
 
 #[test]
+fn a_recorded_size_no_jpeg_can_have_is_refused_at_open_naming_the_file_and_row() {
+    let (mut samples, anns) = phantoms(12, 48, 6);
+    // The canvas is sized from these columns before any image is decoded.
+    samples[7].width = i32::MAX;
+    let (_dir, url) = dataset(&samples, &anns, 12, 1 << 20);
+    let Some(text) = text() else { return };
+    let Err(err) = Loader::open(&url, &SnapshotRef::LATEST, text, cfg(1)) else {
+        panic!("a 2147483647-px-wide image opened");
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, LoaderError::Malformed { .. }), "{msg}");
+    assert!(msg.contains("samples/") && msg.contains("row 7") && msg.contains("size 2147483647x"), "{msg}");
+}
+
+#[test]
 fn a_slow_consumer_holds_fetching_to_the_byte_budget() {
     let (samples, anns) = phantoms(160, 96, 6);
     let (_dir, url) = dataset(&samples, &anns, 160, 24 << 10);

@@ -2,6 +2,17 @@
 
 use burn::config::Config;
 
+/// Largest `img_size` [`EcampConfig::check`] accepts.
+const MAX_IMG_SIZE: usize = 4096;
+/// Largest width (ViT, decoder, BERT hidden and feed-forward) it accepts.
+const MAX_WIDTH: usize = 16384;
+/// Most blocks of any stack it accepts.
+const MAX_DEPTH: usize = 1024;
+/// Largest vocabulary (and token-type count) it accepts.
+const MAX_VOCAB: usize = 1 << 22;
+/// Most token positions it accepts.
+const MAX_LEN: usize = 1 << 16;
+
 /// Every size of the ECAMP networks plus the switches for the documented corrections of the
 /// official losses (all off by default, i.e. code-faithful; spec §3, §10).
 #[derive(Config, Debug, PartialEq)]
@@ -136,6 +147,30 @@ impl EcampConfig {
     /// Checks the sizes that must agree (spec-tiny §2); the message names the offending field.
     pub fn check(&self) -> Result<(), String> {
         let rule = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_string()) };
+        // Upper bounds first: a file may hold any number, and every size below is multiplied
+        // into allocations (the base preset is far inside them).
+        rule((1..=MAX_IMG_SIZE).contains(&self.img_size), &format!("img_size must be in 1..={MAX_IMG_SIZE}"))?;
+        for (name, width) in [
+            ("vit_dim", self.vit_dim),
+            ("dec_dim", self.dec_dim),
+            ("bert_hidden", self.bert_hidden),
+            ("bert_intermediate", self.bert_intermediate),
+        ] {
+            rule((1..=MAX_WIDTH).contains(&width), &format!("{name} must be in 1..={MAX_WIDTH}"))?;
+        }
+        for (name, depth) in
+            [("vit_depth", self.vit_depth), ("dec_depth", self.dec_depth), ("bert_layers", self.bert_layers)]
+        {
+            rule(depth <= MAX_DEPTH, &format!("{name} must be at most {MAX_DEPTH}"))?;
+        }
+        rule((1..=64).contains(&self.mlp_ratio), "mlp_ratio must be in 1..=64")?;
+        rule((1..=MAX_VOCAB).contains(&self.type_vocab), &format!("type_vocab must be in 1..={MAX_VOCAB}"))?;
+        rule(self.vocab_size <= MAX_VOCAB, &format!("vocab_size must be at most {MAX_VOCAB}"))?;
+        rule(self.max_len <= MAX_LEN, &format!("max_len must be at most {MAX_LEN}"))?;
+        rule(
+            (0.0..1.0).contains(&self.hidden_dropout) && (0.0..1.0).contains(&self.attn_dropout),
+            "hidden_dropout and attn_dropout must be in [0, 1)",
+        )?;
         rule(self.patch > 0 && self.img_size.is_multiple_of(self.patch), "img_size must be a multiple of patch")?;
         rule(self.vit_dim.is_multiple_of(4), "vit_dim must be a multiple of 4 (2-D sin-cos positions)")?;
         rule(self.dec_dim.is_multiple_of(4), "dec_dim must be a multiple of 4 (2-D sin-cos positions)")?;
@@ -150,5 +185,32 @@ impl EcampConfig {
         rule(self.sr_window >= 1 && self.sr_window <= self.grid(), "sr_window must be within the patch grid")?;
         rule(self.vocab_size > 4 && self.max_len > 4, "vocab_size and max_len are too small")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EcampConfig;
+
+    #[test]
+    fn presets_pass_and_out_of_range_sizes_are_refused_by_name() {
+        assert_eq!(EcampConfig::tiny().check(), Ok(()));
+        assert_eq!(EcampConfig::base().check(), Ok(()));
+        let refused = |edit: fn(&mut EcampConfig), field: &str| {
+            let mut c = EcampConfig::tiny();
+            edit(&mut c);
+            let err = c.check().expect_err(field);
+            assert!(err.contains(field), "{field}: {err}");
+        };
+        refused(|c| c.patch = 0, "patch");
+        refused(|c| c.img_size = 1 << 20, "img_size");
+        refused(|c| c.vit_heads = 0, "vit_heads");
+        refused(|c| c.vit_dim = 0, "vit_dim");
+        refused(|c| c.bert_intermediate = usize::MAX, "bert_intermediate");
+        refused(|c| c.vit_depth = 100_000, "vit_depth");
+        refused(|c| c.max_len = usize::MAX, "max_len");
+        refused(|c| c.vocab_size = usize::MAX, "vocab_size");
+        refused(|c| c.attn_dropout = 1.0, "attn_dropout");
+        refused(|c| c.mlp_ratio = 0, "mlp_ratio");
     }
 }

@@ -55,8 +55,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (i, f) in files.iter().enumerate() {
         for b in ds.read_columns(TableKind::Samples, f, &["sample_id", "report"]).await? {
             let ids = ecamp_store::schema::sample_ids(&b)?;
-            let reports =
-                b.column(1).as_any().downcast_ref::<arrow_array::StringArray>().context("report column is not text")?;
+            let reports = b
+                .column_by_name("report")
+                .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>())
+                .context("report column is not text")?;
             pending.extend(ids.into_iter().zip(reports.iter().map(|r| r.unwrap_or_default().to_string())));
         }
         while pending.len() >= args.batch_rows || (i + 1 == files.len() && !pending.is_empty()) {

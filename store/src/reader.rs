@@ -206,7 +206,7 @@ pub fn row_group_sizes(meta: &ArrowReaderMetadata, columns: &[&str]) -> Vec<RowG
                 .iter()
                 .filter(|c| c.column_path().parts().first().is_some_and(|root| columns.contains(&root.as_str())))
                 .map(|c| c.compressed_size().max(0) as u64)
-                .sum(),
+                .fold(0, u64::saturating_add),
         })
         .collect()
 }

@@ -454,20 +454,27 @@ pub fn annotation_rows(batch: &RecordBatch) -> Result<Vec<AnnotationRow>> {
         table: "annotations".into(),
         reason: format!("{what} missing or of the wrong type"),
     };
-    let field = |s: &StructArray, i: usize| s.column(i).as_any().downcast_ref::<StringArray>().cloned();
-    let wrow = window.column(0).as_any().downcast_ref::<Int32Array>().ok_or_else(|| bad("sr_window.row"))?;
-    let wcol = window.column(1).as_any().downcast_ref::<Int32Array>().ok_or_else(|| bad("sr_window.col"))?;
-    let distiller = field(producer, 0).ok_or_else(|| bad("producer.distiller"))?;
-    let model = field(producer, 1).ok_or_else(|| bad("producer.model"))?;
-    let prompt = field(producer, 2).ok_or_else(|| bad("producer.prompt_hash"))?;
+    // Children by name: a data file carries its own schema, which may lack one.
+    let child = |s: &StructArray, name: &str| s.column_by_name(name).cloned();
+    let field =
+        |s: &StructArray, name: &str| child(s, name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+    let int =
+        |s: &StructArray, name: &str| child(s, name).and_then(|c| c.as_any().downcast_ref::<Int32Array>().cloned());
+    let wrow = int(window, "row").ok_or_else(|| bad("sr_window.row"))?;
+    let wcol = int(window, "col").ok_or_else(|| bad("sr_window.col"))?;
+    let distiller = field(producer, "distiller").ok_or_else(|| bad("producer.distiller"))?;
+    let model = field(producer, "model").ok_or_else(|| bad("producer.model"))?;
+    let prompt = field(producer, "prompt_hash").ok_or_else(|| bad("producer.prompt_hash"))?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let ents = if entities.is_valid(i) {
             let list = entities.value(i);
             let s = list.as_any().downcast_ref::<StructArray>().ok_or_else(|| bad("entities"))?;
-            let names = field(s, 0).ok_or_else(|| bad("entities.name"))?;
-            let status = field(s, 1).ok_or_else(|| bad("entities.status"))?;
-            let descs = s.column(2).as_any().downcast_ref::<ListArray>().ok_or_else(|| bad("entities.descriptors"))?;
+            let names = field(s, "name").ok_or_else(|| bad("entities.name"))?;
+            let status = field(s, "status").ok_or_else(|| bad("entities.status"))?;
+            let descs = child(s, "descriptors")
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>().cloned())
+                .ok_or_else(|| bad("entities.descriptors"))?;
             let mut v = Vec::with_capacity(s.len());
             for j in 0..s.len() {
                 let d = descs.value(j);
@@ -502,9 +509,8 @@ pub fn annotation_rows(batch: &RecordBatch) -> Result<Vec<AnnotationRow>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn annotations_round_trip() {
-        let rows = vec![
+    fn rows() -> Vec<AnnotationRow> {
+        vec![
             AnnotationRow {
                 sample_id: "a".into(),
                 context: Some("There is pleural effusion.".into()),
@@ -528,9 +534,30 @@ mod tests {
                 producer: Producer { distiller: "rules".into(), model: Some("m".into()), prompt_hash: None },
                 created_at_us: 8,
             },
-        ];
-        let batch = annotations_batch(&rows).expect("batch");
-        assert_eq!(annotation_rows(&batch).expect("decode"), rows);
+        ]
+    }
+
+    #[test]
+    fn annotations_round_trip() {
+        let batch = annotations_batch(&rows()).expect("batch");
+        assert_eq!(annotation_rows(&batch).expect("decode"), rows());
+    }
+
+    #[test]
+    fn a_struct_column_missing_a_child_is_an_error_naming_it() {
+        // A data file whose own schema has `sr_window` with only its `row` child.
+        let batch = annotations_batch(&rows()).expect("batch");
+        let schema = batch.schema();
+        let at = schema.index_of("sr_window").expect("column");
+        let row = Arc::new(Field::new("row", DataType::Int32, true));
+        let mut columns = batch.columns().to_vec();
+        columns[at] =
+            Arc::new(StructArray::from(vec![(row.clone(), Arc::new(Int32Array::from(vec![3, 4])) as ArrayRef)]));
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[at] = Field::new("sr_window", DataType::Struct(Fields::from(vec![row])), true);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch");
+        let err = annotation_rows(&batch).expect_err("no col child").to_string();
+        assert!(err.contains("sr_window.col"), "{err}");
     }
 
     #[test]

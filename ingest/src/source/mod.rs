@@ -157,6 +157,9 @@ impl SourceSpec {
     }
 }
 
+/// Most studies one `phantom:` source lists.
+const MAX_PHANTOMS: u64 = 10_000_000;
+
 impl std::str::FromStr for SourceSpec {
     type Err = String;
 
@@ -172,6 +175,10 @@ impl std::str::FromStr for SourceSpec {
                     .next()
                     .and_then(|c| c.parse::<u64>().ok())
                     .ok_or_else(|| format!("'{s}': expected phantom:COUNT[:SEED]"))?;
+                if count > MAX_PHANTOMS {
+                    // The listing holds every study at once.
+                    return Err(format!("'{s}': at most {MAX_PHANTOMS} phantom studies per source"));
+                }
                 let seed = match parts.next() {
                     None => 0,
                     Some(v) => v.parse::<u64>().map_err(|_| format!("'{s}': seed '{v}' is not a number"))?,
@@ -318,6 +325,7 @@ mod tests {
         assert_eq!("phantom:500".parse::<SourceSpec>(), Ok(SourceSpec::Phantom { count: 500, seed: 0 }));
         assert_eq!("phantom:5:7".parse::<SourceSpec>(), Ok(SourceSpec::Phantom { count: 5, seed: 7 }));
         assert!("phantom:x".parse::<SourceSpec>().is_err());
+        assert!("phantom:100000000000000".parse::<SourceSpec>().is_err(), "a listing that cannot fit in memory");
         assert!("ftp:x".parse::<SourceSpec>().is_err());
         assert_eq!("manifest:a.csv".parse::<SourceSpec>(), Ok(SourceSpec::Manifest("a.csv".into())));
     }

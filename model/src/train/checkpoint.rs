@@ -109,6 +109,9 @@ pub fn load_state(dir: &Path) -> Result<RunState, TrainError> {
     if state.format != FORMAT {
         return Err(ckpt_err(&path, format!("layout version {} (this build reads {FORMAT})", state.format)));
     }
+    // The sizes are multiplied into allocations and divided by before any weight is read.
+    state.model.check().map_err(|e| ckpt_err(&path, format!("invalid model config: {e}")))?;
+    state.train.check().map_err(|e| ckpt_err(&path, format!("invalid training settings: {e}")))?;
     Ok(state)
 }
 
@@ -140,4 +143,46 @@ pub fn load_tensors<B: AutodiffBackend>(
         model.load_file(dir.join("model"), &recorder(), device).map_err(|e| ckpt_err(&dir.join("model.mpk"), e))?;
     let record = recorder().load(dir.join("optim"), device).map_err(|e| ckpt_err(&dir.join("optim.mpk"), e))?;
     Ok((model, optim.load_record(record)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> RunState {
+        RunState {
+            format: FORMAT,
+            step: 0,
+            optimizer_steps: 0,
+            epoch: 0,
+            samples: 0,
+            snapshot_id: "snap-test".into(),
+            loader_seed: 0,
+            batch_size: 8,
+            augment: AugmentConfig::default(),
+            model: EcampConfig::tiny(),
+            train: TrainConfig::tiny(),
+        }
+    }
+
+    fn write(dir: &Path, state: &RunState) {
+        std::fs::write(dir.join("state.json"), serde_json::to_vec(state).expect("serialise")).expect("write");
+    }
+
+    #[test]
+    fn a_state_with_impossible_sizes_is_refused_naming_the_file_and_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), &state());
+        assert_eq!(load_state(dir.path()).expect("valid state").model, EcampConfig::tiny());
+        let mut bad = state();
+        bad.model.patch = 0;
+        write(dir.path(), &bad);
+        let err = load_state(dir.path()).expect_err("patch 0").to_string();
+        assert!(err.contains("state.json") && err.contains("patch"), "{err}");
+        let mut bad = state();
+        bad.train.epochs = 0;
+        write(dir.path(), &bad);
+        let err = load_state(dir.path()).expect_err("epochs 0").to_string();
+        assert!(err.contains("epochs"), "{err}");
+    }
 }
