@@ -32,8 +32,25 @@ fn tune_allocator(training: bool) {
     let _ = training;
 }
 
+/// Shows ecamp's own warnings (skipped samples, retried reads, an unusable kernel cache) on
+/// stderr; `ECAMP_LOG` (error, warn, info, debug, trace) sets the level, default warn. Other
+/// crates' events (delta-rs logs a missing table as an error while one is being created) stay
+/// silent: ecamp reports what matters from them as errors with context.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let level = std::env::var("ECAMP_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(tracing::Level::WARN);
+    let ours = tracing_subscriber::filter::Targets::new().with_target("ecamp", level);
+    let format = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false);
+    let _ = tracing_subscriber::registry().with(format).with(ours).try_init();
+}
+
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
+    init_logging();
     tune_allocator(cli.is_training());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

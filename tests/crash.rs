@@ -158,3 +158,29 @@ fn sigkilled_writers_leave_no_partial_commit() {
     // Deleting orphans lost nothing committed.
     assert_eq!(committed_ids(&url), expected_ids(BATCHES));
 }
+
+/// A commit emptied (a torn write on a filesystem without atomic rename, an operator's
+/// mistake) makes the files it added look orphaned: fsck reports it as damage and deletes
+/// nothing, so the data is still there once the commit is restored.
+#[test]
+fn an_emptied_commit_is_damage_and_its_files_are_not_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}/ds", dir.path().display());
+    let opts =
+        |delete_orphans| ecamp_store::FsckOptions { delete_orphans, grace: Duration::ZERO, ..Default::default() };
+    runtime().block_on(async {
+        let ds = Dataset::create(&url).await.expect("create");
+        for k in 0..2 {
+            ds.append_samples(&sample_rows("e", k * 3, 3), None).await.expect("append");
+        }
+        let commit = dir.path().join("ds/samples/_delta_log/00000000000000000001.json");
+        let saved = std::fs::read(&commit).expect("read commit");
+        std::fs::write(&commit, b"").expect("empty the commit");
+        let report = ds.fsck(&opts(true)).await.expect("fsck");
+        assert!(!report.is_clean(), "{report:?}");
+        assert!(report.problems.iter().any(|p| p.contains("00000000000000000001.json: empty commit")), "{report:?}");
+        assert!(report.deleted.is_empty(), "{report:?}");
+        std::fs::write(&commit, saved).expect("restore the commit");
+    });
+    assert_eq!(committed_ids(&url).len(), 6, "every committed row is still readable");
+}

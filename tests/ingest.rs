@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::process::Command;
 
 use common::{ecamp, in_ci, iu_reports_into, jpeg, runtime, s3_bucket, text, unique, wheel_member};
 use ecamp_store::{Dataset, TableKind, TableLog};
@@ -163,10 +164,15 @@ fn malformed_inputs_are_rejected_with_their_reasons_and_valid_rows_land() {
         row(name, b"Normal chest.", &format!("bad-{name}"), Some((format!("id:bad-{name}"), *reason)), &mut expected);
     }
     std::fs::create_dir(d.join("adir.jpg")).expect("dir");
+    // A FIFO would block a worker forever on read, /dev/zero would fill memory.
+    let fifo = std::process::Command::new("mkfifo").arg(d.join("fifo.jpg")).status().expect("mkfifo");
+    assert!(fifo.success(), "mkfifo failed");
     // Image problems are found by the workers (matched by id); report problems while listing (by line).
     for (img, report, reason, by_id) in [
         ("missing.jpg", b"Normal.".as_slice(), "missing-file", true),
         ("adir.jpg", b"Normal.", "unreadable-file", true),
+        ("fifo.jpg", b"Normal.", "unreadable-file", true),
+        ("/dev/zero", b"Normal.", "unreadable-file", true),
         ("ok0.jpg", b"\"\"", "empty-report", false),
         ("ok1.jpg", b"\"   \"", "empty-report", false),
         ("ok2.jpg", b"caf\xe9 \xff report", "non-utf8-report", false),
@@ -294,6 +300,26 @@ fn malformed_inputs_are_rejected_with_their_reasons_and_valid_rows_land() {
     assert_eq!(strict.status.code(), Some(2), "{}", text(&strict));
     let err = String::from_utf8_lossy(&strict.stderr);
     assert!(err.starts_with("error: ") && err.contains("rejected"), "{}", text(&strict));
+
+    // An unwritable --rejects stops the run before anything is committed (the list of rejects
+    // would otherwise be lost after the data landed).
+    let ds3 = d.join("ds3");
+    let nowhere = d.join("no/such/dir/rejects.jsonl");
+    let out = ecamp(&[
+        "ingest",
+        "--quiet",
+        "--dataset",
+        &format!("file://{}", ds3.display()),
+        "--source",
+        &manifest,
+        "--image-size",
+        "64",
+        "--rejects",
+        nowhere.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no/such/dir/rejects.jsonl"), "{}", text(&out));
+    assert!(!ds3.exists(), "nothing may be written before the rejects file opens");
 }
 
 #[test]
@@ -377,6 +403,18 @@ fn distill_again_and_build_vocabularies() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["distilled"], 60);
     assert_eq!(v["annotations_version"], 2, "a new annotations version, samples untouched");
+    // An endpoint nobody answers: every report fails, the run says why and exits 2.
+    let cache = dir.path().join("llm-cache").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecamp"))
+        .args(["distill", "--dataset", &url, "--distiller", "openai", "--endpoint", "http://127.0.0.1:9/v1"])
+        .args(["--attempts", "1", "--request-timeout", "5", "--cache-dir", &cache])
+        .env("OPENAI_API_KEY", "sk-test-secret-not-printed")
+        .output()
+        .expect("run ecamp");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("every one of the 60 report(s) failed") && err.contains("sample phantom-9-"), "{err}");
+    assert!(!err.contains("sk-test-secret"), "{err}");
     let list = ecamp(&["snapshot", "list", "--dataset", &url, "--json"]);
     let l: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(l["versions"].as_array().expect("rows").iter().filter(|r| r["table"] == "samples").count(), 2);

@@ -69,10 +69,24 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_ne!(started[0].mim.to_bits(), a[0].mim.to_bits(), "the trained encoder changes the first loss");
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not safetensors").expect("write");
-    let run = init.display().to_string();
+    let run = dir.path().join("junk-run").display().to_string();
     let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run, "--init", &junk.display().to_string(), "-q"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.safetensors"), "{}", text(&out));
+    // A valid weights file whose names match nothing would silently leave the initialisation.
+    let unrelated = dir.path().join("unrelated.safetensors");
+    let one = 1f32.to_le_bytes();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &one).expect("view");
+    safetensors::serialize_to_file([("head.weight", view)], None, &unrelated).expect("write safetensors");
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run, "--init", &unrelated.display().to_string(), "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("head.weight"), "{}", text(&out));
+
+    // A fresh run into a folder holding one would truncate its metrics: refused, history kept.
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &whole.display().to_string(), "--max-steps", "1", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", text(&out));
+    assert_eq!(MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").len(), 10);
 
     // New studies make a new snapshot: resuming on it would change the data, so it is refused.
     let out = ecamp(&["ingest", "--dataset", &url, "--source", "phantom:8:99", "--image-size", "64", "-q"]);
@@ -143,4 +157,32 @@ fn two_devices_train_on_the_same_global_batches() {
     assert_eq!(b[3].optimizer_step, 2, "accumulation of 2 on two devices");
     assert!(b.iter().all(|m| m.mim.is_finite() && m.sr.is_finite() && m.mlm.is_finite()));
     assert!(two.join("checkpoints/latest").is_file());
+}
+
+/// Samples whose bytes do not decode are skipped with a warning naming them and counted in the
+/// summary; a batch they leave empty stops the run naming them, not deep in the augmentation.
+#[test]
+fn undecodable_samples_are_reported_and_an_emptied_batch_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = phantom_dataset(dir.path(), 16, 7);
+    let mut bad = common::sample_rows("bad", 0, 2);
+    for r in &mut bad {
+        r.image.truncate(r.image.len() / 2);
+        r.image_sha256 = ecamp_store::shard::sha256_hex(&r.image);
+    }
+    common::runtime().block_on(async {
+        let ds = ecamp_store::Dataset::open(&url).await.expect("open");
+        ds.append_samples(&bad, None).await.expect("append the truncated images");
+    });
+    let run = |name: &str, batch: &str| {
+        let out = dir.path().join(name).display().to_string();
+        ecamp(&["pretrain", "--dataset", &url, "--out", &out, "--batch-size", batch, "--epochs", "1", "--workers", "1"])
+    };
+    let out = run("skip", "2");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("skipped 2 sample(s)"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipping sample bad-000000"), "{}", text(&out));
+    let out = run("empty", "1");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable sample"), "{}", text(&out));
 }

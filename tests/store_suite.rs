@@ -134,6 +134,9 @@ async fn suite(url: &str) {
     // A version that does not exist is a clear error.
     let err = ds.table(TableKind::Samples).files(99).await.expect_err("no v99");
     assert!(err.to_string().contains("99"), "{err}");
+    // Far beyond the log too (the kernel alone would scan backwards for hours).
+    let err = ds.table(TableKind::Samples).files(1 << 40).await.expect_err("no v2^40");
+    assert!(matches!(err, StoreError::NoSuchVersion { version, .. } if version == 1 << 40), "{err}");
 }
 
 #[test]

@@ -249,10 +249,7 @@ impl Worker {
         };
         let prepared = match &item.image {
             ImageInput::File(path) => {
-                let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => rej("missing-file", format!("{}: not found", path.display())),
-                    _ => rej("unreadable-file", format!("{}: {e}", path.display())),
-                })?;
+                let bytes = read_input_file(path).map_err(|(r, d)| rej(r, d))?;
                 image::prepare(&bytes, &self.cfg)
             }
             ImageInput::Url(url) => {
@@ -269,6 +266,7 @@ impl Worker {
                 image::prepare_gray(&Gray { width: p.width, height: p.height, pixels: p.pixels }, &self.cfg)
             }
             ImageInput::Dicom(path) => {
+                regular_input_file(path).map_err(|(r, d)| rej(r, d))?;
                 let d = dicom::decode_dicom_file(path).map_err(|e| rej("corrupt-image", e.to_string()))?;
                 if let Some(uid) = &d.sop_instance_uid {
                     sample_id = format!("dicom-{uid}");
@@ -348,6 +346,9 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     let (part, parts) = opts.partition;
     let run_id = format!("{}-p{part}of{parts}", uuid::Uuid::new_v4().simple());
     let mut summary = IngestSummary { run_id: run_id.clone(), ..Default::default() };
+    // Opened before anything is committed: an unwritable path must not surface after the data
+    // landed, with the list of what was rejected lost.
+    let mut rejects_file = open_rejects(opts)?;
     let ds = rt.block_on(Dataset::create(&opts.dataset))?;
     let (mut known_ids, mut known_hashes) = rt.block_on(existing_keys(&ds))?;
     let mut accepted_ids = known_ids.clone();
@@ -499,7 +500,7 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
         *summary.rejected.entry(r.reason.clone()).or_default() += 1;
     }
     if !rejects.is_empty() {
-        summary.rejects_file = Some(write_rejects(&ds, rt, opts, &run_id, &rejects)?);
+        summary.rejects_file = Some(write_rejects(&ds, rt, rejects_file.as_mut(), &run_id, &rejects)?);
     }
     summary.seconds = started.elapsed().as_secs_f64();
     outcome.map(|()| summary)
@@ -584,21 +585,71 @@ fn commit(
     Ok(())
 }
 
+/// Largest input file ingest reads (a 100-megapixel image is far below it).
+const MAX_INPUT_BYTES: u64 = 1 << 30;
+
+/// Checks that `path` is a regular file of at most [`MAX_INPUT_BYTES`]: a FIFO would block a
+/// worker forever and a device like /dev/zero would fill memory. Errors are (reason, detail).
+fn regular_input_file(path: &std::path::Path) -> std::result::Result<(), (&'static str, String)> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ("missing-file", format!("{shown}: not found")),
+        _ => ("unreadable-file", format!("{shown}: {e}")),
+    })?;
+    if !meta.is_file() {
+        return Err(("unreadable-file", format!("{shown}: not a regular file")));
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(("unreadable-file", format!("{shown}: {} bytes, over the limit of {MAX_INPUT_BYTES}", meta.len())));
+    }
+    Ok(())
+}
+
+/// Reads an input file checked by [`regular_input_file`] (never more than the limit, should it
+/// grow meanwhile).
+fn read_input_file(path: &std::path::Path) -> std::result::Result<Vec<u8>, (&'static str, String)> {
+    use std::io::Read;
+    regular_input_file(path)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INPUT_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| ("unreadable-file", format!("{}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// `--rejects`, opened for appending (earlier runs' lines are kept); partitions running at
+/// once each get their own file.
+fn open_rejects(opts: &IngestOptions) -> Result<Option<(PathBuf, std::fs::File)>> {
+    let Some(path) = &opts.rejects else { return Ok(None) };
+    let (part, parts) = opts.partition;
+    let path = if parts > 1 { path.with_extension(format!("p{part}of{parts}.jsonl")) } else { path.clone() };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| IngestError::Rejects { path: path.display().to_string(), message: e.to_string() })?;
+    Ok(Some((path, file)))
+}
+
 /// Writes rejects as JSONL to `--rejects` or next to the dataset; returns where.
-fn write_rejects(ds: &Dataset, rt: &Handle, opts: &IngestOptions, run_id: &str, rejects: &[Reject]) -> Result<String> {
+fn write_rejects(
+    ds: &Dataset,
+    rt: &Handle,
+    file: Option<&mut (PathBuf, std::fs::File)>,
+    run_id: &str,
+    rejects: &[Reject],
+) -> Result<String> {
     let mut body = Vec::new();
     for r in rejects {
         // Serialising our own plain struct cannot fail.
         body.extend(serde_json::to_vec(r).unwrap_or_default());
         body.push(b'\n');
     }
-    match &opts.rejects {
-        Some(path) => {
-            // Partitions running at once would overwrite one shared file: each gets its own.
-            let (part, parts) = opts.partition;
-            let path = if parts > 1 { path.with_extension(format!("p{part}of{parts}.jsonl")) } else { path.clone() };
-            let path = &path;
-            std::fs::write(path, &body)
+    match file {
+        Some((path, file)) => {
+            use std::io::Write;
+            file.write_all(&body)
+                .and_then(|()| file.sync_all())
                 .map_err(|e| IngestError::Rejects { path: path.display().to_string(), message: e.to_string() })?;
             Ok(path.display().to_string())
         }

@@ -77,6 +77,12 @@ fn continuation_pieces(tok: &Wp, texts: &[&str]) -> Result<Vec<String>> {
 /// up front (as extra special tokens, which it numbers in the given order) fixes every id the
 /// tie-break can see; they are ordinary vocabulary entries in the tokenizer returned.
 pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Tokenizer> {
+    if !(SPECIAL_TOKENS.len() < vocab_size && vocab_size <= MAX_VOCAB_SIZE) {
+        return Err(IngestError::Vocab(format!(
+            "a vocabulary size of {vocab_size} is outside {}..={MAX_VOCAB_SIZE} (the special tokens plus at least one)",
+            SPECIAL_TOKENS.len() + 1
+        )));
+    }
     let texts: Vec<&str> = texts.collect();
     let model = WordPiece::builder()
         .unk_token("[UNK]".into())
@@ -105,6 +111,9 @@ pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize)
     out.add_special_tokens(&specials);
     Ok(out.into())
 }
+
+/// Largest vocabulary [`train`] builds (the model's embedding-size limit).
+pub const MAX_VOCAB_SIZE: usize = 1 << 22;
 
 /// Checks a tokenizer has the special tokens at the ids ECAMP's text pipeline relies on, and
 /// ids below its vocabulary size (the model sizes its embedding by that count).
@@ -249,6 +258,14 @@ mod tests {
         assert!(got.iter().all(|&i| i < 5000), "{got:?}");
         assert!(got.len() >= ids(&full, rare).len());
         assert!(truncate(&full, 3).is_err(), "cutting away [MASK] is refused");
+    }
+
+    #[test]
+    fn sizes_that_leave_no_room_or_cannot_be_allocated_are_refused() {
+        for size in [0, SPECIAL_TOKENS.len(), usize::MAX] {
+            let err = train(["a b c"].into_iter(), size).expect_err("refused").to_string();
+            assert!(err.contains(&size.to_string()), "{err}");
+        }
     }
 
     #[test]

@@ -65,6 +65,14 @@ pub enum WeightsError {
         /// One line per tensor.
         problems: Vec<String>,
     },
+    /// Not one tensor of the file has a name the model knows: the wrong file, or another naming.
+    #[error("{path}: none of its {} tensor(s) names a model parameter (e.g. {})", unused.len(), unused.iter().take(3).cloned().collect::<Vec<_>>().join(", "))]
+    NoMatch {
+        /// The file.
+        path: PathBuf,
+        /// The file's tensor names.
+        unused: Vec<String>,
+    },
     /// The file could not be written.
     #[error("{path}: cannot write: {reason}")]
     Write {
@@ -131,6 +139,9 @@ fn check(path: &Path, r: ApplyResult, partial: bool) -> Result<LoadReport, Weigh
     if !r.errors.is_empty() {
         let problems = r.errors.iter().map(|e| e.to_string()).collect();
         return Err(WeightsError::Mismatch { path: path.to_path_buf(), problems });
+    }
+    if r.applied.is_empty() {
+        return Err(WeightsError::NoMatch { path: path.to_path_buf(), unused: r.unused });
     }
     let missing: Vec<String> = r.missing.iter().map(|(p, _)| p.clone()).collect();
     if !partial && !missing.is_empty() {

@@ -40,10 +40,10 @@ pub struct Args {
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
     /// Samples per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 32)]
     pub batch_size: usize,
     /// Rows per commit.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 4096)]
     pub batch_rows: usize,
     /// Print JSON.
     #[arg(long)]

@@ -40,21 +40,21 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Pre-training phantoms [default: 2000; 256 with --quick].
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<u64>, long)]
     studies: Option<u64>,
     /// Held-out phantoms for the probe [default: 2000 (a 400-image test split); 300 with --quick].
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<u64>, long)]
     heldout: Option<u64>,
     /// Pre-training epochs [default: 20 (2,500 steps, ~5 min on 2 cores); 4 with --quick].
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<u64>, long)]
     epochs: Option<u64>,
     /// Peak pre-training learning rate. Above spec-tiny's 1e-3: in 1,250 steps, 3e-3 adds
     /// 0.01–0.02 mean probe AUC on two snapshots, and the gain grows with longer training
     /// (BENCHMARKS.md has the sweep).
-    #[arg(long, default_value_t = DEMO_LR)]
+    #[arg(value_parser = super::parse::positive, long, default_value_t = DEMO_LR)]
     lr: f64,
     /// Phantom side in pixels (the tiny model crops and resizes to its input).
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = super::parse::count::<u32>, long, default_value_t = 64)]
     image_size: u32,
 }
 

@@ -23,19 +23,19 @@ pub struct Args {
     #[command(flatten)]
     pub task: TaskArgs,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 600)]
     pub steps: usize,
     /// Peak AdamW learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(value_parser = super::parse::positive, long, default_value_t = 5e-4)]
     pub lr: f64,
     /// Images per step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 32)]
     pub batch_size: usize,
     /// Bottleneck expansion (the spec: 8 for 1 % and 10 % of the data, 4 for 100 %).
-    #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 8)]
     pub expansion: usize,
     /// Objectness threshold at inference.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(value_parser = super::parse::unit::<f32>, long, default_value_t = 0.5)]
     pub conf_thres: f32,
 }
 

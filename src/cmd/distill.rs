@@ -24,7 +24,7 @@ pub struct Args {
     #[command(flatten)]
     distiller: distiller::DistillerArgs,
     /// Reports per commit.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 4096)]
     batch_rows: usize,
     /// Score the rules distiller against MeSH major tags of IU X-ray reports instead.
     #[arg(long, requires = "iu_reports")]
@@ -50,6 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let producer = distiller.producer();
     let run = uuid::Uuid::new_v4().simple().to_string();
     let (mut done, mut failed, mut seq) = (0usize, 0usize, 0i64);
+    let mut first_failure: Option<String> = None;
     let files = snap.table(TableKind::Samples).map(|p| p.files.clone()).unwrap_or_default();
     let mut pending: Vec<(String, String)> = Vec::new();
     for (i, f) in files.iter().enumerate() {
@@ -82,7 +83,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         producer: producer.clone(),
                         created_at_us: now,
                     }),
-                    Err(_) => failed += 1,
+                    Err(e) => {
+                        failed += 1;
+                        first_failure.get_or_insert_with(|| format!("sample {id}: {e}"));
+                    }
                 }
             }
             done += rows.len();
@@ -92,11 +96,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(first) = &first_failure {
+        let first = ecamp_store::redact::scrub(first);
+        if done == 0 {
+            bail!(
+                "every one of the {failed} report(s) failed to distil with {}; the first: {first}",
+                producer.distiller
+            );
+        }
+        eprintln!(
+            "warning: {failed} report(s) failed to distil and keep their previous annotations; the first: {first}"
+        );
+    }
     let version = ecamp_store::TableLog::latest_version(ds.table(TableKind::Annotations)).await?;
     if args.json {
-        print_json(
-            &serde_json::json!({"distilled": done, "failed": failed, "annotations_version": version, "distiller": producer}),
-        )?;
+        print_json(&serde_json::json!({
+            "distilled": done,
+            "failed": failed,
+            "first_failure": first_failure.as_deref().map(ecamp_store::redact::scrub),
+            "annotations_version": version,
+            "distiller": producer,
+        }))?;
     } else {
         println!(
             "distilled {done} report(s) with {} ({failed} failed) into annotations v{version} of {}",

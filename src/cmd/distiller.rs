@@ -29,13 +29,13 @@ pub struct DistillerArgs {
     #[arg(long, env = "ECAMP_LLM_MODEL", default_value = "gpt-4o-mini")]
     model: String,
     /// Requests in flight at once (openai).
-    #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 8)]
     concurrency: usize,
     /// Attempts per report before it is recorded as a failure (openai).
-    #[arg(long, default_value_t = 4)]
+    #[arg(value_parser = super::parse::count::<u32>, long, default_value_t = 4)]
     attempts: u32,
     /// Seconds before one request times out (openai).
-    #[arg(long, default_value_t = 60)]
+    #[arg(value_parser = super::parse::count::<u64>, long, default_value_t = 60)]
     request_timeout: u64,
     /// Folder of cached answers, keyed by report, prompt and model (openai).
     #[arg(long, default_value = ".ecamp-cache/distill")]

@@ -250,15 +250,31 @@ pub async fn latest_annotations(ds: &Dataset, snap: &Snapshot) -> anyhow::Result
     Ok(joined)
 }
 
-/// The `(sample_id, labels JSON)` rows of the snapshot's labels table, in file order.
+/// The `(sample_id, labels JSON)` rows of the snapshot's labels table, in file order, one per
+/// sample: the newest (the later file on a tie). An ingest interrupted between its labels and
+/// samples commits labels its re-run labels again, so repeats are expected, not an error.
 pub async fn label_rows(ds: &Dataset, snap: &Snapshot) -> anyhow::Result<Vec<(String, String)>> {
     let files = snap.table(TableKind::Labels).map(|t| t.files.clone()).unwrap_or_default();
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut newest: HashMap<String, (usize, i64)> = HashMap::new();
     for f in &files {
         for batch in ds.read_file(TableKind::Labels, f).await? {
             let rows = ecamp_store::schema::label_rows(&batch)
                 .with_context(|| format!("malformed labels file labels/{}", f.path))?;
-            out.extend(rows.into_iter().map(|r| (r.sample_id, r.labels_json)));
+            for r in rows {
+                match newest.get_mut(&r.sample_id) {
+                    Some((at, created)) => {
+                        if r.created_at_us >= *created {
+                            *created = r.created_at_us;
+                            out[*at].1 = r.labels_json;
+                        }
+                    }
+                    None => {
+                        newest.insert(r.sample_id.clone(), (out.len(), r.created_at_us));
+                        out.push((r.sample_id, r.labels_json));
+                    }
+                }
+            }
         }
     }
     Ok(out)
@@ -283,7 +299,7 @@ pub struct SplitArgs {
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
     /// Images per encoder forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 64)]
     pub feature_batch: usize,
 }
 

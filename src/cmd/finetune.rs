@@ -42,16 +42,16 @@ pub struct Args {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TuneArgs {
     /// Optimizer steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 600)]
     pub steps: usize,
     /// Peak SGD learning rate.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(value_parser = super::parse::positive, long, default_value_t = 0.01)]
     pub lr: f64,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 64)]
     pub batch_size: usize,
     /// Validate every this many steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 50)]
     pub eval_every: usize,
     /// Smallest crop area of RandomResizedCrop, as a fraction of the image (the official 0.08
     /// suits 224 px inputs; small inputs may lose the finding in so small a crop).

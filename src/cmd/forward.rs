@@ -63,6 +63,9 @@ fn forward(config: &EcampConfig, weights: &Path, batch: &Path) -> anyhow::Result
     let file = batch.display();
     let big = tensor_f32(&st, "big", 4).with_context(|| format!("{file}"))?;
     let n = big.1[0];
+    if n == 0 {
+        bail!("{file}: the batch is empty (big has N = 0)");
+    }
     let (s2, g, t, l) = (config.big_size(), config.grid(), config.max_len, config.num_patches());
     if big.1 != [n, 3, s2, s2] {
         bail!("{file}: big has shape {:?}, the model needs [N, 3, {s2}, {s2}]", big.1);

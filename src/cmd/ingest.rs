@@ -39,18 +39,19 @@ pub struct Args {
     #[arg(long, default_value_t = 512)]
     image_size: u32,
     /// Worker threads reading and encoding images (default: all cores).
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<usize>, long)]
     workers: Option<usize>,
     /// Ingest only partition I of N of every source, so N processes can share the work.
     #[arg(long, value_name = "I/N", default_value = "0/1", value_parser = parse_partition)]
     partition: (u32, u32),
     /// Samples per commit.
-    #[arg(long, default_value_t = 512)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 512)]
     batch_rows: usize,
     /// What to do with a bad input.
     #[arg(long, value_enum, default_value = "skip")]
     on_error: OnErrorArg,
-    /// Write rejected inputs (JSONL) here instead of next to the dataset.
+    /// Append rejected inputs (JSONL) to this file instead of writing them next to the dataset
+    /// (opened before the run starts, so an unwritable path stops it before anything commits).
     #[arg(long)]
     rejects: Option<PathBuf>,
     #[command(flatten)]

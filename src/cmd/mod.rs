@@ -14,6 +14,7 @@ mod forward;
 mod fsck;
 mod ingest;
 mod init;
+mod parse;
 mod plots;
 mod pretrain;
 mod probe;

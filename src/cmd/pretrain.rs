@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Epochs to train.
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<u64>, long)]
     epochs: Option<u64>,
     /// Peak learning rate.
     #[arg(long)]
@@ -74,7 +74,7 @@ pub struct Args {
     #[arg(long)]
     clip_grad: Option<f64>,
     /// Global batch size.
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<usize>, long)]
     batch_size: Option<usize>,
     /// Smallest RandomResizedCrop area, as a fraction of the image (ECAMP: 0.2).
     #[arg(long, default_value_t = 0.2)]
@@ -91,10 +91,10 @@ pub struct Args {
     seed: u64,
     /// Devices to train on, data parallel, each fed by its own loader rank (CUDA: GPUs 0..N; on
     /// ndarray every device is the CPU, which exercises the code path only).
-    #[arg(long, default_value_t = 1)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 1)]
     devices: usize,
     /// Loader CPU threads in all (default: cores − 1, at least 1).
-    #[arg(long)]
+    #[arg(value_parser = super::parse::count::<usize>, long)]
     workers: Option<usize>,
     /// Loader prefetch budget in MiB.
     #[arg(long, default_value_t = 256)]
@@ -349,6 +349,12 @@ fn report(s: &Summary, out: &Path, json: bool) -> anyhow::Result<()> {
         s.data_wait_p50_s * 1e3,
         s.data_wait_p99_s * 1e3
     );
+    if s.skipped_samples > 0 {
+        println!(
+            "skipped {} sample(s) whose bytes failed their hash or did not decode (warnings above)",
+            s.skipped_samples
+        );
+    }
     if let Some(c) = &s.checkpoint {
         println!("checkpoint: {}", c.display());
     }

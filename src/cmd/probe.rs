@@ -37,13 +37,13 @@ pub struct Args {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
     /// Probe optimizer steps.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 1500)]
     pub steps: usize,
     /// Peak SGD learning rate.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(value_parser = super::parse::positive, long, default_value_t = 0.1)]
     pub lr: f64,
     /// Probe batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 64)]
     pub batch_size: usize,
 }
 

@@ -25,13 +25,13 @@ pub struct Args {
     #[command(flatten)]
     pub task: TaskArgs,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 600)]
     pub steps: usize,
     /// Peak AdamW learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(value_parser = super::parse::positive, long, default_value_t = 5e-4)]
     pub lr: f64,
     /// Images per step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = super::parse::count::<usize>, long, default_value_t = 32)]
     pub batch_size: usize,
 }
 

@@ -149,6 +149,13 @@ impl DeltaLog {
         let res = match version {
             None => self.load_latest().await,
             Some(v) => {
+                // The kernel scans backwards from `v` for a checkpoint, one listing per stride:
+                // a version far beyond the log would take hours to be found missing.
+                if let Ok(latest) = self.log_store.get_latest_version(0).await
+                    && v > latest
+                {
+                    return Err(StoreError::NoSuchVersion { table: self.shown.clone(), version: v, latest });
+                }
                 let mut table = DeltaTable::new(self.log_store.clone());
                 table.load_version(v).await.map(|()| table)
             }

@@ -90,8 +90,14 @@ impl Dataset {
         }
         // Live files are referenced even when the commits that added them were cleaned from the log.
         referenced.extend(to_check.keys().cloned());
-        // An unreadable manifest means we cannot know what it pins: then nothing is deleted.
+        // An unreadable commit or manifest means we cannot know what it references: then
+        // nothing is deleted (an emptied commit would make its files look orphaned).
         let mut references_known = true;
+        for kind in TableKind::ALL {
+            let problems = self.log_problems(kind).await?;
+            references_known &= problems.is_empty();
+            report.problems.extend(problems);
+        }
         for id in self.pinned_ids().await? {
             match self.read_manifest(&id).await {
                 Ok(snap) => {
@@ -147,7 +153,7 @@ impl Dataset {
             }
         }
         if opts.delete_orphans && !references_known {
-            report.problems.push("orphans not deleted: a pinned snapshot manifest is unreadable".into());
+            report.problems.push("orphans not deleted: a commit or a pinned snapshot manifest is unreadable".into());
         } else if opts.delete_orphans {
             for o in &report.orphans {
                 // Never delete anything a commit or a pin references, whatever the listing says.
@@ -159,5 +165,48 @@ impl Dataset {
             }
         }
         Ok(report)
+    }
+
+    /// Commits of `kind`'s log that say nothing readable (empty, or a line that is not JSON),
+    /// and versions missing between two listed commits.
+    async fn log_problems(&self, kind: TableKind) -> Result<Vec<String>> {
+        let loc = self.location();
+        let dir = format!("{}/_delta_log", kind.name());
+        let metas: Vec<_> =
+            loc.store().list(Some(&loc.path(&dir))).try_collect().await.map_err(|e| loc.storage_error(&dir, &e))?;
+        let commits: BTreeMap<u64, String> = metas
+            .iter()
+            .filter_map(|m| {
+                let stem = m.location.filename()?.strip_suffix(".json")?;
+                let version = stem.parse().ok().filter(|_| stem.len() == 20)?;
+                Some((version, format!("{dir}/{stem}.json")))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        let mut previous: Option<u64> = None;
+        for (&version, rel) in &commits {
+            if let Some(p) = previous
+                && version != p + 1
+            {
+                problems.push(format!("{dir}: versions {} to {} are missing", p + 1, version - 1));
+            }
+            previous = Some(version);
+            let bytes = async { loc.store().get(&loc.path(rel)).await?.bytes().await }
+                .await
+                .map_err(|e| loc.storage_error(rel, &e))?;
+            let mut lines = bytes.split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.trim_ascii().is_empty());
+            match lines.next() {
+                None => problems.push(format!("{rel}: empty commit")),
+                Some(first) => {
+                    if let Some((i, _)) = std::iter::once(first)
+                        .chain(lines)
+                        .find(|(_, l)| serde_json::from_slice::<serde_json::Value>(l).is_err())
+                    {
+                        problems.push(format!("{rel}: line {} is not a JSON action", i + 1));
+                    }
+                }
+            }
+        }
+        Ok(problems)
     }
 }

@@ -43,6 +43,8 @@ pub struct Summary {
     pub data_wait_p99_s: f64,
     /// Mean step time of this call, seconds.
     pub mean_step_s: f64,
+    /// Samples the loader skipped in this call (hash mismatch, undecodable image), over all ranks.
+    pub skipped_samples: u64,
 }
 
 /// Starts a run in `run_dir` (fresh, or from the checkpoint `resume` names) and trains until
@@ -85,6 +87,9 @@ pub fn fit<B: AutodiffBackend>(
             lead.rows(),
             lead.config().batch_size
         )));
+    }
+    if resume.is_none() {
+        refuse_existing_run(run_dir)?;
     }
     std::fs::create_dir_all(run_dir).map_err(super::io_err(run_dir))?;
     let fresh = RunState {
@@ -163,6 +168,19 @@ pub fn fit<B: AutodiffBackend>(
             }
             if it.is_multiple_of(train.accum) {
                 lr = train.lr_at(epoch as f64 + it as f64 / per_epoch as f64);
+            }
+            for batch in &batches {
+                record.skipped += batch.skipped.len() as u64;
+                if batch.is_empty() {
+                    let why: Vec<String> =
+                        batch.skipped.iter().map(|s| format!("{}: {}", s.sample_id, s.reason)).collect();
+                    return Err(TrainError::Config(format!(
+                        "batch {} of epoch {} has no usable sample; every one was skipped ({})",
+                        batch.index,
+                        batch.epoch,
+                        why.join("; ")
+                    )));
+                }
             }
             let mut values = [0.0f64; 4];
             for (d, (batch, dev)) in batches.iter().zip(devices).enumerate() {
@@ -279,6 +297,20 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
 }
 
 /// A resumed run must continue the same data and model.
+/// A fresh run would truncate the metrics and replace the checkpoints of a run already in
+/// `run_dir`: refused, pointing at `--resume`.
+fn refuse_existing_run(run_dir: &Path) -> Result<(), TrainError> {
+    let metrics = run_dir.join("metrics.jsonl");
+    let has_metrics = std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0);
+    if has_metrics || run_dir.join("checkpoints").exists() {
+        return Err(TrainError::Config(format!(
+            "{} already holds a run (metrics or checkpoints): continue it with --resume {0}, or choose another --out",
+            run_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), TrainError> {
     let mismatch = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| TrainError::Checkpoint {
         path: dir.to_path_buf(),
@@ -318,6 +350,7 @@ struct Record {
     losses: Vec<[f64; 3]>,
     waits: Vec<f64>,
     steps: Vec<f64>,
+    skipped: u64,
 }
 
 impl Record {
@@ -347,6 +380,7 @@ impl Record {
             data_wait_p50_s: q(0.5),
             data_wait_p99_s: q(0.99),
             mean_step_s: self.steps.iter().sum::<f64>() / self.steps.len().max(1) as f64,
+            skipped_samples: self.skipped,
         }
     }
 }

@@ -21,13 +21,13 @@ use crate::cmd::print_json;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Number of images.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(value_parser = super::super::parse::count::<u64>, long, default_value_t = 1000)]
     images: u64,
     /// Image side in pixels.
-    #[arg(long, default_value_t = 512)]
+    #[arg(value_parser = super::super::parse::count::<u32>, long, default_value_t = 512)]
     size: u32,
     /// Threads for both contenders.
-    #[arg(long, default_value_t = 2)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 2)]
     workers: usize,
     /// Scratch folder for the source images (default: a temporary folder).
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     store: Option<String>,
     /// Alternating rounds of copy and ingest; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 3)]
     rounds: usize,
     /// Print JSON.
     #[arg(long)]

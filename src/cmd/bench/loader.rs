@@ -33,25 +33,25 @@ pub struct Args {
     /// Phantom studies to ingest when no --dataset is given. The default makes an epoch of ~5 s
     /// and ~620 MB (more than the prefetch budget), so the epoch's start (first row groups read,
     /// queues filling), which training hides by opening the next epoch early, weighs little.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(value_parser = super::super::parse::count::<u64>, long, default_value_t = 8000)]
     images: u64,
     /// Phantom image side in pixels.
-    #[arg(long, default_value_t = 512)]
+    #[arg(value_parser = super::super::parse::count::<u32>, long, default_value_t = 512)]
     size: u32,
     /// Existing dataset URL to read instead of ingesting phantoms (the Python peer needs a local one).
     #[arg(long)]
     dataset: Option<String>,
     /// CPU threads of the loader, of the zune peer, and DataLoader workers of the Python peer.
-    #[arg(long, default_value_t = 2)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 2)]
     workers: usize,
     /// Global batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 32)]
     batch_size: usize,
     /// Prefetch budget in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(value_parser = super::super::parse::count::<u64>, long, default_value_t = 256)]
     budget_mib: u64,
     /// Rounds of each contender (alternating); medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 3)]
     rounds: usize,
     /// WordPiece tokenizer JSON (the official one by default).
     #[arg(long, default_value = "../shared/data/mimic_wordpiece.json")]

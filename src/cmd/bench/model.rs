@@ -29,16 +29,16 @@ pub struct Args {
     #[arg(long, default_value = "tiny", value_parser = ["tiny", "base"])]
     preset: String,
     /// Samples per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 16)]
     batch_size: usize,
     /// Timed steps of each contender.
-    #[arg(long, default_value_t = 30)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 30)]
     steps: usize,
     /// Untimed steps first.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
     /// CPU threads of both (ndarray's rayon pool, torch.set_num_threads); default: all cores.
-    #[arg(long)]
+    #[arg(value_parser = super::super::parse::count::<usize>, long)]
     threads: Option<usize>,
     /// Python with torch (`benches/loader_peer/setup.sh` makes one); without it only ecamp runs.
     #[arg(long, env = "ECAMP_BENCH_PYTHON")]
