@@ -187,6 +187,14 @@ fn probe_annotate_and_their_errors() {
     assert!(!out.status.success() && text(&out).contains("no boxes"), "{}", text(&out));
 
     // Windows: every annotated sample gets one, in a new annotations version the loader sees.
+    // Another vocabulary than the one trained with gives entities other ids: refused, and
+    // nothing is committed.
+    let official = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mimic_wordpiece.json");
+    if std::path::Path::new(official).exists() {
+        let out = ecamp(&["annotate-windows", "--dataset", &url, "--checkpoint", &run, "--tokenizer", official]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("trained with vocabulary"), "{}", text(&out));
+    }
     let out = ecamp(&["annotate-windows", "--dataset", &url, "--checkpoint", &run, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");

@@ -61,6 +61,20 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_eq!(shape("pos_embed"), vec![1, 65, 64]);
     assert!(tensors.names().iter().all(|n| !n.starts_with("decoder") && !n.starts_with("text")), "encoder only");
 
+    // A checkpoint whose tensors changed after they were written is refused, naming the file.
+    let latest = std::fs::read_to_string(whole.join("checkpoints/latest")).expect("latest");
+    let mpk = whole.join("checkpoints").join(latest.trim()).join("model.mpk");
+    let saved = std::fs::read(&mpk).expect("read model.mpk");
+    let mut flipped = saved.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    std::fs::write(&mpk, &flipped).expect("flip a byte");
+    let st2 = dir.path().join("flipped.safetensors").display().to_string();
+    let out = ecamp(&["export", "--checkpoint", &whole.display().to_string(), "--out", &st2]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("model.mpk") && text(&out).contains("content changed"), "{}", text(&out));
+    std::fs::write(&mpk, &saved).expect("restore model.mpk");
+
     // A fresh run can start from official-named (here: timm-named encoder) weights; a file that
     // is not a weights file is a clear error.
     let init = dir.path().join("init");

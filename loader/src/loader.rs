@@ -94,6 +94,11 @@ impl Loader {
         &self.cfg
     }
 
+    /// The text preparation's vocabulary fingerprint (see [`crate::text::vocab_fingerprint`]).
+    pub fn vocab_fingerprint(&self) -> &str {
+        self.text.vocab_fingerprint()
+    }
+
     /// Starts streaming epoch `cursor.epoch` from `cursor.samples` on; the batches are this rank's.
     pub fn epoch(&self, cursor: Cursor) -> Result<Epoch, LoaderError> {
         let cfg = &self.cfg;

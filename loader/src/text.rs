@@ -172,6 +172,24 @@ pub struct TextPrep {
     entity_ids: Vec<u32>,
     /// Per-id flags (`FLAG_*`), indexed by token id; ids beyond it have no flags.
     flags: Vec<u8>,
+    /// [`vocab_fingerprint`] of the tokenizer.
+    fingerprint: String,
+}
+
+/// A short hash of a tokenizer's (token, id) table: two tokenizers with the same fingerprint
+/// give every token the same id, whatever their padding or truncation settings. Checkpoints
+/// record it so a model is never paired with another vocabulary.
+pub fn vocab_fingerprint(tokenizer: &Tokenizer) -> String {
+    use sha2::{Digest, Sha256};
+    let mut pairs: Vec<(String, u32)> = tokenizer.get_vocab(true).into_iter().collect();
+    pairs.sort_unstable_by_key(|&(_, id)| id);
+    let mut hash = Sha256::new();
+    for (token, id) in &pairs {
+        hash.update(id.to_le_bytes());
+        hash.update(token.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..8])
 }
 
 impl std::fmt::Debug for TextPrep {
@@ -210,6 +228,7 @@ impl TextPrep {
         let template_long = tokenise(TEMPLATE_LONG)?;
         let template_short = tokenise(TEMPLATE_SHORT)?;
 
+        let fingerprint = vocab_fingerprint(tokenizer);
         let vocab = tokenizer.get_vocab(true);
         let size = vocab.values().max().map_or(0, |&m| m as usize + 1);
         let mut flags = vec![0u8; size];
@@ -249,7 +268,13 @@ impl TextPrep {
             template_short,
             entity_ids,
             flags,
+            fingerprint,
         })
+    }
+
+    /// [`vocab_fingerprint`] of the tokenizer this was built from.
+    pub fn vocab_fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The config this preparation was built with.

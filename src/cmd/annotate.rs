@@ -90,6 +90,16 @@ pub async fn annotate(a: &Args) -> anyhow::Result<Annotated> {
     let mut config = loaded.config.clone();
     let tok = super::pretrain::tokenizer(&ds, a.tokenizer.as_deref()).await?;
     let tok = super::pretrain::fit_vocabulary(tok, &mut config)?;
+    // Another vocabulary gives the entity tokens other ids: the windows would be meaningless.
+    let fingerprint = ecamp_loader::text::vocab_fingerprint(&tok);
+    if let Some(trained) = &loaded.vocab
+        && *trained != fingerprint
+    {
+        bail!(
+            "the checkpoint was trained with vocabulary {trained}, the tokenizer here is {fingerprint}: \
+             pass the training vocabulary with --tokenizer"
+        );
+    }
     let text = TextPrep::new(&tok, TextConfig { max_len: config.max_len, ..TextConfig::default() })
         .context("the tokenizer lacks a token the text preparation needs")?;
 

@@ -128,6 +128,8 @@ pub struct LoadedModel<B: Backend> {
     pub config: EcampConfig,
     /// One line naming the weights (for reports).
     pub origin: String,
+    /// The vocabulary fingerprint its text branch was trained with, when a checkpoint says.
+    pub vocab: Option<String>,
 }
 
 impl ModelArgs {
@@ -137,7 +139,7 @@ impl ModelArgs {
             let dir = checkpoint::locate(path)?;
             let (model, state) = checkpoint::load_model::<B>(&dir, device)?;
             let origin = format!("checkpoint {} (step {}, snapshot {})", dir.display(), state.step, state.snapshot_id);
-            return Ok(LoadedModel { model, config: state.model, origin });
+            return Ok(LoadedModel { model, config: state.model, origin, vocab: state.vocab });
         }
         if self.weights.is_none() && !self.random {
             bail!("name the model to evaluate: --checkpoint DIR, --weights FILE or --random");
@@ -159,7 +161,7 @@ impl ModelArgs {
                 format!("random init ({sizes}, seed {})", self.init_seed)
             }
         };
-        Ok(LoadedModel { model, config, origin })
+        Ok(LoadedModel { model, config, origin, vocab: None })
     }
 }
 

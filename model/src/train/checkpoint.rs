@@ -40,6 +40,10 @@ pub struct RunState {
     /// The loader's augmentation ranges (checkpoints from before this field: ECAMP's, the only ones then).
     #[serde(default)]
     pub augment: AugmentConfig,
+    /// Fingerprint of the vocabulary trained with (`ecamp_loader::text::vocab_fingerprint`);
+    /// absent in checkpoints from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<String>,
     /// Model sizes and loss switches.
     pub model: EcampConfig,
     /// Optimisation settings.
@@ -71,6 +75,7 @@ pub fn save<B: AutodiffBackend>(
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| ckpt_err(&tmp, e))?;
     recorder().record(optim.to_record(), tmp.join("optim")).map_err(|e| ckpt_err(&tmp, e))?;
+    write_checksums(&tmp)?;
     let json = serde_json::to_string_pretty(state).map_err(|e| ckpt_err(&tmp, e))?;
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
     if done.exists() {
@@ -82,6 +87,49 @@ pub fn save<B: AutodiffBackend>(
     std::fs::write(&latest_tmp, &name).map_err(io_err(&latest_tmp))?;
     std::fs::rename(&latest_tmp, &latest).map_err(io_err(&latest))?;
     Ok(done)
+}
+
+/// The tensor files of a checkpoint, as listed in its [`CHECKSUMS`].
+const TENSOR_FILES: [&str; 2] = ["model.mpk", "optim.mpk"];
+
+/// `sha256sum`-format digests of [`TENSOR_FILES`] (`sha256sum -c SHA256SUMS` checks them too).
+pub const CHECKSUMS: &str = "SHA256SUMS";
+
+fn sha256_file(path: &Path) -> Result<String, TrainError> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash).map_err(io_err(path))?;
+    Ok(hex::encode(hash.finalize()))
+}
+
+fn write_checksums(dir: &Path) -> Result<(), TrainError> {
+    let mut out = String::new();
+    for name in TENSOR_FILES {
+        out.push_str(&format!("{}  {name}\n", sha256_file(&dir.join(name))?));
+    }
+    let path = dir.join(CHECKSUMS);
+    std::fs::write(&path, out).map_err(io_err(&path))
+}
+
+/// Checks `file` of the checkpoint `dir` against its [`CHECKSUMS`] line; checkpoints written
+/// before checksums existed have none and pass.
+fn verify(dir: &Path, file: &str) -> Result<(), TrainError> {
+    let sums = dir.join(CHECKSUMS);
+    let text = match std::fs::read_to_string(&sums) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ckpt_err(&sums, e)),
+    };
+    let Some(want) = text.lines().find_map(|l| l.split_once("  ").filter(|(_, n)| *n == file).map(|(h, _)| h)) else {
+        return Err(ckpt_err(&sums, format!("lists no digest of {file}")));
+    };
+    let path = dir.join(file);
+    let got = sha256_file(&path)?;
+    if got != want {
+        return Err(ckpt_err(&path, format!("content changed since it was written (sha256 {got}, recorded {want})")));
+    }
+    Ok(())
 }
 
 /// The checkpoint folder `path` names: a checkpoint itself, or a run folder (its latest).
@@ -121,6 +169,7 @@ pub fn load_model<B: burn::tensor::backend::Backend>(
     device: &B::Device,
 ) -> Result<(Ecamp<B>, RunState), TrainError> {
     let state = load_state(dir)?;
+    verify(dir, "model.mpk")?;
     let model = state
         .model
         .init::<B>(device)
@@ -139,6 +188,9 @@ pub fn load_tensors<B: AutodiffBackend>(
     optim: Optim<B>,
     device: &B::Device,
 ) -> Result<Loaded<B>, TrainError> {
+    for file in TENSOR_FILES {
+        verify(dir, file)?;
+    }
     let model =
         model.load_file(dir.join("model"), &recorder(), device).map_err(|e| ckpt_err(&dir.join("model.mpk"), e))?;
     let record = recorder().load(dir.join("optim"), device).map_err(|e| ckpt_err(&dir.join("optim.mpk"), e))?;
@@ -160,6 +212,7 @@ mod tests {
             loader_seed: 0,
             batch_size: 8,
             augment: AugmentConfig::default(),
+            vocab: None,
             model: EcampConfig::tiny(),
             train: TrainConfig::tiny(),
         }

@@ -102,6 +102,7 @@ pub fn fit<B: AutodiffBackend>(
         loader_seed: lead.config().seed,
         batch_size: lead.config().batch_size,
         augment: lead.config().augment,
+        vocab: Some(lead.vocab_fingerprint().to_string()),
         model: model_config.clone(),
         train: train.clone(),
     };
@@ -297,6 +298,21 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
 }
 
 /// A resumed run must continue the same data and model.
+/// The fields two model configs differ in, as `name saved → now`.
+fn config_diff(saved: &EcampConfig, now: &EcampConfig) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(saved), serde_json::to_value(now))
+    else {
+        return format!("{saved:?} → {now:?}");
+    };
+    let diffs: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k} {v} → {}", b.get(k).unwrap_or(&serde_json::Value::Null)))
+        .collect();
+    diffs.join(", ")
+}
+
 /// A fresh run would truncate the metrics and replace the checkpoints of a run already in
 /// `run_dir`: refused, pointing at `--resume`.
 fn refuse_existing_run(run_dir: &Path) -> Result<(), TrainError> {
@@ -320,7 +336,15 @@ fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), Trai
         return Err(mismatch("snapshot", &saved.snapshot_id, &now.snapshot_id));
     }
     if saved.model != now.model {
-        return Err(mismatch("model config", &saved.model, &now.model));
+        return Err(TrainError::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!("was trained with another model config: {}", config_diff(&saved.model, &now.model)),
+        });
+    }
+    if let (Some(a), Some(b)) = (&saved.vocab, &now.vocab)
+        && a != b
+    {
+        return Err(mismatch("vocabulary (fingerprint)", a, b));
     }
     if saved.augment != now.augment {
         return Err(mismatch("augmentation", &saved.augment, &now.augment));
