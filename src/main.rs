@@ -48,6 +48,18 @@ fn init_logging() {
     let _ = tracing_subscriber::registry().with(format).with(ours).try_init();
 }
 
+/// One line for an error: the whole context chain, where a cause its error already spells
+/// out (`"cannot read X: {source}"`) is not repeated.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain().map(|e| e.to_string()) {
+        if !parts.last().is_some_and(|p| p.ends_with(&cause)) {
+            parts.push(cause);
+        }
+    }
+    parts.join(": ")
+}
+
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     init_logging();
@@ -62,10 +74,29 @@ fn main() -> ExitCode {
     match runtime.block_on(cmd::run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            // One line: the whole context chain, secrets masked.
-            let line = err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
-            eprintln!("error: {}", ecamp_store::redact::scrub(&line));
+            eprintln!("error: {}", ecamp_store::redact::scrub(&error_line(&err)));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read labels.csv: {source}")]
+    struct Spelled {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let err = anyhow::Error::new(Spelled { source: io }).context("cannot load the labels");
+        assert_eq!(error_line(&err), "cannot load the labels: cannot read labels.csv: No such file or directory");
+        let plain = anyhow::anyhow!("disk full").context("cannot write x");
+        assert_eq!(error_line(&plain), "cannot write x: disk full");
     }
 }

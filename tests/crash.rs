@@ -180,6 +180,11 @@ fn an_emptied_commit_is_damage_and_its_files_are_not_deleted() {
         assert!(!report.is_clean(), "{report:?}");
         assert!(report.problems.iter().any(|p| p.contains("00000000000000000001.json: empty commit")), "{report:?}");
         assert!(report.deleted.is_empty(), "{report:?}");
+        // A missing commit: the error says which versions, not the kernel's path dump.
+        std::fs::remove_file(&commit).expect("remove the commit");
+        let err = ds.table(TableKind::Samples).files(2).await.expect_err("a gap in the log").to_string();
+        assert!(err.contains("versions 1 to 1 are missing between commits 0 and 2"), "{err}");
+        assert!(!err.contains("ParsedLogPath"), "{err}");
         std::fs::write(&commit, saved).expect("restore the commit");
     });
     assert_eq!(committed_ids(&url).len(), 6, "every committed row is still readable");

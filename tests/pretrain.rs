@@ -61,6 +61,11 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_eq!(shape("pos_embed"), vec![1, 65, 64]);
     assert!(tensors.names().iter().all(|n| !n.starts_with("decoder") && !n.starts_with("text")), "encoder only");
 
+    // An existing file is never overwritten.
+    let out = ecamp(&["export", "--checkpoint", &whole.display().to_string(), "--out", &st.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("already exists") && text(&out).contains("--out"), "{}", text(&out));
+
     // A checkpoint whose tensors changed after they were written is refused, naming the file.
     let latest = std::fs::read_to_string(whole.join("checkpoints/latest")).expect("latest");
     let mpk = whole.join("checkpoints").join(latest.trim()).join("model.mpk");

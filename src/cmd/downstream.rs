@@ -292,7 +292,7 @@ pub struct SplitArgs {
     #[arg(long)]
     pub chexpert_all: bool,
     /// Percent of the training patients to use (1, 10, 100, ...).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(value_parser = super::parse::percent, long, default_value_t = 100.0)]
     pub fraction: f64,
     /// Train/validation/test fractions of the patients.
     #[arg(long, default_value = "0.6,0.2,0.2", value_parser = parse_split)]

@@ -21,6 +21,9 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.out.exists() {
+        anyhow::bail!("{} already exists: remove it or choose another --out", a.out.display());
+    }
     let dir = checkpoint::locate(&a.checkpoint)?;
     let (model, state) = checkpoint::load_model::<NdArray>(&dir, &Default::default())?;
     save_encoder_timm(&model, &a.out)?;

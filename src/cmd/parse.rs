@@ -18,6 +18,12 @@ pub fn positive(s: &str) -> Result<f64, String> {
     if x.is_finite() && x > 0.0 { Ok(x) } else { Err("must be a finite number above 0".into()) }
 }
 
+/// A percentage above 0 and at most 100 (data fractions).
+pub fn percent(s: &str) -> Result<f64, String> {
+    let x = positive(s)?;
+    if x <= 100.0 { Ok(x) } else { Err("must be a percentage in (0, 100]".into()) }
+}
+
 /// A number in [0, 1] (thresholds, probabilities).
 pub fn unit<T: FromStr + Into<f64> + Copy>(s: &str) -> Result<T, String>
 where
@@ -39,6 +45,8 @@ mod tests {
         for bad in ["0", "-1", "NaN", "inf", "x"] {
             assert!(positive(bad).is_err(), "{bad}");
         }
+        assert_eq!(percent("1"), Ok(1.0));
+        assert!(percent("200").is_err() && percent("0").is_err());
         assert_eq!(unit::<f32>("0.5"), Ok(0.5));
         assert!(unit::<f32>("2").is_err() && unit::<f32>("NaN").is_err());
     }

@@ -181,7 +181,18 @@ impl DeltaLog {
     fn delta_err(&self, e: DeltaTableError) -> StoreError {
         match e {
             DeltaTableError::ObjectStore { source } => StoreError::storage(&self.shown, "_delta_log", &source),
-            other => StoreError::delta(&self.shown, other),
+            other => match log_gap(&other.to_string()) {
+                Some((before, after)) => StoreError::Delta {
+                    table: self.shown.clone(),
+                    message: format!(
+                        "the log has a gap: versions {} to {} are missing between commits {before} and {after} \
+                         (`ecamp fsck` reports it)",
+                        before + 1,
+                        after.saturating_sub(1)
+                    ),
+                },
+                None => StoreError::delta(&self.shown, other),
+            },
         }
     }
 
@@ -351,6 +362,19 @@ fn data_file(path: &str, size: i64, stats: Option<&str>, tags: Option<&HashMap<S
         .unwrap_or(0);
     let sha256 = tags.and_then(|t| t.get(SHA_TAG).cloned().flatten()).unwrap_or_default();
     DataFile { path: path.to_string(), size: size.max(0) as u64, rows, sha256 }
+}
+
+/// The two commit versions around a gap, from the kernel's "found gap" error (whose own text
+/// is two debug-printed paths).
+fn log_gap(message: &str) -> Option<(u64, u64)> {
+    if !message.contains("Expected contiguous commit files, but found gap") {
+        return None;
+    }
+    let mut versions = message.split("version: ").skip(1).filter_map(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    });
+    Some((versions.next()?, versions.next()?))
 }
 
 impl TableLog for DeltaLog {

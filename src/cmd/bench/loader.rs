@@ -103,6 +103,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // The same loader decoding every image whole: what the crop-region decode saves.
     let whole = Arc::new(open(LoaderConfig { region_decode: false, ..cfg.clone() }).await??);
     let loader = Arc::new(open(cfg).await??);
+    if loader.batches_per_epoch() == 0 {
+        anyhow::bail!(
+            "{url} has {} samples, fewer than one batch of {}: nothing to measure",
+            loader.rows(),
+            a.batch_size
+        );
+    }
     let jpegs = Arc::new(read_images(&url).await?);
     let workers = a.workers.max(1);
     let python_dir = local_dir(&url);
