@@ -106,8 +106,8 @@ pub struct PreparedImage {
     pub passthrough: bool,
 }
 
-/// Smallest accepted side, in pixels.
-const MIN_SIDE: u32 = 16;
+/// Smallest accepted side, in pixels (of inputs, and of the stored short side).
+pub const MIN_SIDE: u32 = 16;
 
 fn is_jpeg(b: &[u8]) -> bool {
     b.len() >= 3 && b[..3] == [0xFF, 0xD8, 0xFF]

@@ -86,11 +86,9 @@ impl IngestOptions {
             self.batch_rows > 0 && self.batch_bytes > 0,
             "--batch-rows and the commit byte size must be at least 1".into(),
         )?;
+        let sizes = crate::image::MIN_SIDE..=MAX_IMAGE_SIZE;
         for size in [self.image.size, self.source_opts.phantom_size] {
-            rule(
-                (1..=MAX_IMAGE_SIZE).contains(&size),
-                format!("--image-size {size}: must be in 1..={MAX_IMAGE_SIZE}"),
-            )?;
+            rule(sizes.contains(&size), format!("--image-size {size}: must be in {sizes:?}"))?;
         }
         Ok(())
     }
