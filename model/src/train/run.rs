@@ -297,7 +297,6 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// A resumed run must continue the same data and model.
 /// The fields two model configs differ in, as `name saved → now`.
 fn config_diff(saved: &EcampConfig, now: &EcampConfig) -> String {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
@@ -327,6 +326,7 @@ fn refuse_existing_run(run_dir: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// A resumed run must continue the same data and model.
 fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), TrainError> {
     let mismatch = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| TrainError::Checkpoint {
         path: dir.to_path_buf(),
