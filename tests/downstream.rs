@@ -54,21 +54,10 @@ fn probe_annotate_and_their_errors() {
     assert!(out.status.success(), "{}", text(&out));
 
     // An ingest killed between its labels and samples commits labels those studies again on its
-    // re-run: readers take the newest row per sample (the split below still counts 60).
-    common::runtime().block_on(async {
-        let ds = Dataset::open(&url).await.expect("open");
-        let log = ds.table(TableKind::Labels);
-        let files = log.files(log.latest_version().await.expect("latest")).await.expect("files");
-        let mut rows = Vec::new();
-        for f in &files {
-            for b in ds.read_file(TableKind::Labels, f).await.expect("read labels") {
-                rows.extend(label_rows(&b).expect("label rows"));
-            }
-        }
-        rows.truncate(10);
-        rows.iter_mut().for_each(|r| r.created_at_us += 1);
-        ds.append_labels(&rows, None).await.expect("append the repeated labels");
-    });
+    // re-run: readers take the newest row per sample by time, not the last file (the split below
+    // still counts 60, and the older broken rows appended last are never read).
+    relabel(&url, 1, None);
+    relabel(&url, -1, Some("{broken"));
 
     // Phantom labels from the dataset; the JSON names the weights and the split.
     let json = dir.path().join("probe.json");
@@ -206,4 +195,36 @@ fn probe_annotate_and_their_errors() {
     let run2 = dir.path().join("run2").display().to_string();
     let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run2, "--batch-size", "8", "--max-steps", "1", "-q"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Newer labels are the ones read: newer broken rows break the probe, naming a sample.
+    relabel(&url, 3, Some("{broken"));
+    let out = ecamp(&["probe", "--dataset", &url, "--random", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("phantom labels of phantom-"), "{}", text(&out));
+}
+
+/// Appends again the first 10 label rows of the dataset, `shift` microseconds newer (older when
+/// negative), with `json` as their labels when given.
+fn relabel(url: &str, shift: i64, json: Option<&str>) {
+    common::runtime().block_on(async {
+        let ds = Dataset::open(url).await.expect("open");
+        let log = ds.table(TableKind::Labels);
+        let files = log.files(log.latest_version().await.expect("latest")).await.expect("files");
+        let mut rows = Vec::new();
+        for f in &files {
+            for b in ds.read_file(TableKind::Labels, f).await.expect("read labels") {
+                rows.extend(label_rows(&b).expect("label rows"));
+            }
+        }
+        rows.sort_by(|a, b| a.sample_id.cmp(&b.sample_id).then(a.created_at_us.cmp(&b.created_at_us)));
+        rows.dedup_by(|b, a| a.sample_id == b.sample_id);
+        rows.truncate(10);
+        for r in &mut rows {
+            r.created_at_us += shift;
+            if let Some(json) = json {
+                r.labels_json = json.to_string();
+            }
+        }
+        ds.append_labels(&rows, None).await.expect("append the repeated labels");
+    });
 }

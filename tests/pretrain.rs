@@ -106,6 +106,12 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", text(&out));
     assert_eq!(MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").len(), 10);
+    // Nor may another run be resumed into it.
+    let (whole_s, parted_s) = (whole.display().to_string(), parted.display().to_string());
+    let out =
+        ecamp(&["pretrain", "--dataset", &url, "--out", &whole_s, "--resume", &parted_s, "--max-steps", "12", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"), "{}", text(&out));
 
     // New studies make a new snapshot: resuming on it would change the data, so it is refused.
     let out = ecamp(&["ingest", "--dataset", &url, "--source", "phantom:8:99", "--image-size", "64", "-q"]);
@@ -197,7 +203,8 @@ fn undecodable_samples_are_reported_and_an_emptied_batch_is_a_clear_error() {
         let out = dir.path().join(name).display().to_string();
         ecamp(&["pretrain", "--dataset", &url, "--out", &out, "--batch-size", batch, "--epochs", "1", "--workers", "1"])
     };
-    let out = run("skip", "2");
+    // Batches of 3 over 18 samples: every sample is drawn, and 2 bad ones cannot empty a batch.
+    let out = run("skip", "3");
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("skipped 2 sample(s)"), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipping sample bad-000000"), "{}", text(&out));

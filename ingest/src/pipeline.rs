@@ -96,8 +96,9 @@ impl IngestOptions {
 
 /// Most worker threads an ingest may start.
 const MAX_WORKERS: usize = 1024;
-/// Largest short side images are stored (and phantoms drawn) at.
-const MAX_IMAGE_SIZE: u32 = 16384;
+/// Largest short side images are stored (and phantoms drawn) at: the model's largest input
+/// side, and within the loader's 100-megapixel canvas for any usual aspect ratio.
+const MAX_IMAGE_SIZE: u32 = 4096;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, serde::Serialize)]

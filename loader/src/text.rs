@@ -182,7 +182,8 @@ pub struct TextPrep {
 pub fn vocab_fingerprint(tokenizer: &Tokenizer) -> String {
     use sha2::{Digest, Sha256};
     let mut pairs: Vec<(String, u32)> = tokenizer.get_vocab(true).into_iter().collect();
-    pairs.sort_unstable_by_key(|&(_, id)| id);
+    // By id, then token: two tokens may share an id, and the map's order differs per process.
+    pairs.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     let mut hash = Sha256::new();
     for (token, id) in &pairs {
         hash.update(id.to_le_bytes());

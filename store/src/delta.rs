@@ -150,8 +150,9 @@ impl DeltaLog {
             None => self.load_latest().await,
             Some(v) => {
                 // The kernel scans backwards from `v` for a checkpoint, one listing per stride:
-                // a version far beyond the log would take hours to be found missing.
-                if let Ok(latest) = self.log_store.get_latest_version(0).await
+                // a version far beyond the log would take hours to be found missing. The cached
+                // latest state is read incrementally, so this costs one short listing.
+                if let Some(latest) = self.load_latest().await.ok().and_then(|t| t.version())
                     && v > latest
                 {
                     return Err(StoreError::NoSuchVersion { table: self.shown.clone(), version: v, latest });

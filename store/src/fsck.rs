@@ -76,28 +76,27 @@ impl Dataset {
         let mut report = FsckReport::default();
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         let mut to_check: BTreeMap<String, DataFile> = BTreeMap::new();
-        for kind in TableKind::ALL {
-            let log = self.table(kind);
-            let history = log.history().await?;
-            for c in &history {
-                referenced.extend(c.added.iter().map(|f| format!("{}/{}", kind.name(), f.path)));
-            }
-            let latest = log.latest_version().await?;
-            report.versions.insert(kind.name().to_string(), latest);
-            for f in log.files(latest).await? {
-                to_check.insert(format!("{}/{}", kind.name(), f.path), f);
-            }
-        }
-        // Live files are referenced even when the commits that added them were cleaned from the log.
-        referenced.extend(to_check.keys().cloned());
         // An unreadable commit or manifest means we cannot know what it references: then
         // nothing is deleted (an emptied commit would make its files look orphaned).
         let mut references_known = true;
         for kind in TableKind::ALL {
             let problems = self.log_problems(kind).await?;
-            references_known &= problems.is_empty();
+            let damaged = !problems.is_empty();
+            references_known &= !damaged;
             report.problems.extend(problems);
+            match self.table_files(kind).await {
+                Ok((history, latest, files)) => {
+                    referenced.extend(history.iter().map(|p| format!("{}/{p}", kind.name())));
+                    report.versions.insert(kind.name().to_string(), latest);
+                    to_check.extend(files.into_iter().map(|f| (format!("{}/{}", kind.name(), f.path), f)));
+                }
+                // The damage found above is why the log does not read: it is the report.
+                Err(_) if damaged => {}
+                Err(e) => return Err(e),
+            }
         }
+        // Live files are referenced even when the commits that added them were cleaned from the log.
+        referenced.extend(to_check.keys().cloned());
         for id in self.pinned_ids().await? {
             match self.read_manifest(&id).await {
                 Ok(snap) => {
@@ -165,6 +164,14 @@ impl Dataset {
             }
         }
         Ok(report)
+    }
+
+    /// Every data file path `kind`'s log history adds, its latest version, and that version's files.
+    async fn table_files(&self, kind: TableKind) -> Result<(Vec<String>, u64, Vec<DataFile>)> {
+        let log = self.table(kind);
+        let added = log.history().await?.into_iter().flat_map(|c| c.added.into_iter().map(|f| f.path)).collect();
+        let latest = log.latest_version().await?;
+        Ok((added, latest, log.files(latest).await?))
     }
 
     /// Commits of `kind`'s log that say nothing readable (empty, or a line that is not JSON),

@@ -88,9 +88,7 @@ pub fn fit<B: AutodiffBackend>(
             lead.config().batch_size
         )));
     }
-    if resume.is_none() {
-        refuse_existing_run(run_dir)?;
-    }
+    refuse_existing_run(run_dir, resume)?;
     std::fs::create_dir_all(run_dir).map_err(super::io_err(run_dir))?;
     let fresh = RunState {
         format: FORMAT,
@@ -125,7 +123,8 @@ pub fn fit<B: AutodiffBackend>(
         let saved = checkpoint::load_state(&dir)?;
         check_resume(&dir, &saved, &state)?;
         (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
-        state = RunState { train: train.clone(), ..saved };
+        // A checkpoint from before fingerprints were recorded gets this run's from now on.
+        state = RunState { train: train.clone(), vocab: saved.vocab.clone().or(state.vocab), ..saved };
     }
     let mut log = MetricsLog::open(run_dir, state.step)?;
 
@@ -312,18 +311,23 @@ fn config_diff(saved: &EcampConfig, now: &EcampConfig) -> String {
     diffs.join(", ")
 }
 
-/// A fresh run would truncate the metrics and replace the checkpoints of a run already in
-/// `run_dir`: refused, pointing at `--resume`.
-fn refuse_existing_run(run_dir: &Path) -> Result<(), TrainError> {
-    let metrics = run_dir.join("metrics.jsonl");
-    let has_metrics = std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0);
-    if has_metrics || run_dir.join("checkpoints").exists() {
-        return Err(TrainError::Config(format!(
-            "{} already holds a run (metrics or checkpoints): continue it with --resume {0}, or choose another --out",
-            run_dir.display()
-        )));
+/// Training into `run_dir` would truncate the metrics and replace the checkpoints of a run it
+/// already holds: refused, unless resuming that same run. A folder whose run stopped before
+/// its first checkpoint has nothing to resume and is reused.
+fn refuse_existing_run(run_dir: &Path, resume: Option<&Path>) -> Result<(), TrainError> {
+    if checkpoint::locate(run_dir).is_err() {
+        return Ok(());
     }
-    Ok(())
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if let Some(from) = resume
+        && canonical(from).starts_with(canonical(run_dir))
+    {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "{} already holds a run with checkpoints: continue it with --resume {0}, or choose another --out",
+        run_dir.display()
+    )))
 }
 
 /// A resumed run must continue the same data and model.
