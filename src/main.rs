@@ -60,7 +60,18 @@ fn error_line(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// A closed stdout (`ecamp snapshot list | head -1`) ends the process quietly, as for other
+/// Unix tools, instead of a "failed printing to stdout" panic: Rust ignores SIGPIPE by default.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = cmd::Cli::parse();
     init_logging();
     tune_allocator(cli.is_training());

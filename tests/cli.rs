@@ -98,6 +98,24 @@ fn snapshot_commands_on_a_real_dataset() {
     let url = format!("file://{}/ds", dir.path().display());
     let init = ecamp(&["init", "--dataset", &url]);
     assert!(init.status.success(), "{}", text(&init));
+    // A reader that goes away (`| head -1`) ends ecamp quietly, not with a print panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
+        .args(["snapshot", "list", "--dataset", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_ne!(out.status.code(), Some(101), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", text(&out));
+    // A folder holding other files is not made a dataset (fsck would call them orphans).
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("samples")).expect("mkdir");
+    std::fs::write(foreign.join("samples/mine.txt"), "keep").expect("write");
+    let out = ecamp(&["init", "--dataset", &foreign.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("already holds files"), "{}", text(&out));
     runtime().block_on(async {
         let ds = Dataset::open(&url).await.expect("open");
         ds.append_samples(&sample_rows("a", 0, 10), None).await.expect("a");

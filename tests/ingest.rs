@@ -226,7 +226,10 @@ fn malformed_inputs_are_rejected_with_their_reasons_and_valid_rows_land() {
     std::fs::write(reports.join("5.xml"), [b"<eCitation>\xff\xfe".as_slice(), b"</eCitation>"].concat()).expect("xml");
     std::fs::write(reports.join("6.xml"), iu_xml("CXR6", "No effusion.", &["CXR6_IM-1"])).expect("xml");
     put(&iu.join("images"), "CXR6_IM-1.jpg", b"\xFF\xD8\xFF\xE0 broken");
+    // An image id that climbs out of images/ to a valid JPEG (ok0.jpg, two levels up).
+    std::fs::write(reports.join("7.xml"), iu_xml("CXR7", "Normal.", &["../../ok0"])).expect("xml");
     for (key, reason) in [
+        ("id:iu-../../ok0", "malformed-xml"),
         ("at:2.xml", "malformed-xml"),
         ("at:3.xml", "empty-report"),
         ("id:iu-CXR4_IM-1", "missing-file"),

@@ -106,6 +106,23 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", text(&out));
     assert_eq!(MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").len(), 10);
+    // Resuming a run already past the requested end says so instead of "0 steps this run".
+    let out = ecamp(&[
+        "pretrain",
+        "--dataset",
+        &url,
+        "--out",
+        &whole.display().to_string(),
+        "--resume",
+        &whole.display().to_string(),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "5",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already past"), "{}", text(&out));
     // Nor may another run be resumed into it.
     let (whole_s, parted_s) = (whole.display().to_string(), parted.display().to_string());
     let out =

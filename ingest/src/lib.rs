@@ -5,6 +5,7 @@
 
 pub mod distill;
 pub mod error;
+pub mod files;
 pub mod image;
 pub mod phantom;
 pub mod pipeline;

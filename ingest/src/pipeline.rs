@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 
 use crate::distill::Distiller;
 use crate::error::{IngestError, Result};
+use crate::files;
 use crate::image::{self, Gray, ImageConfig};
 use crate::source::{ImageInput, Item, Reject, ReportInput, SourceOptions, SourceSpec, dicom, partition_of};
 
@@ -151,7 +152,8 @@ type DicomReports = HashMap<String, String>;
 fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
     let Some(path) = &opts.reports else { return Ok(HashMap::new()) };
     let err = |d: String| IngestError::Source { source_kind: "dicom", detail: d };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_FILE_BYTES)
+        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let headers: Vec<String> = reader
         .headers()
@@ -584,36 +586,21 @@ fn commit(
     Ok(())
 }
 
-/// Largest input file ingest reads (a 100-megapixel image is far below it).
-const MAX_INPUT_BYTES: u64 = 1 << 30;
-
-/// Checks that `path` is a regular file of at most [`MAX_INPUT_BYTES`]: a FIFO would block a
-/// worker forever and a device like /dev/zero would fill memory. Errors are (reason, detail).
+/// Checks an input file with [`files::check_regular`]; errors are (reject reason, detail).
 fn regular_input_file(path: &std::path::Path) -> std::result::Result<(), (&'static str, String)> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ("missing-file", format!("{shown}: not found")),
-        _ => ("unreadable-file", format!("{shown}: {e}")),
-    })?;
-    if !meta.is_file() {
-        return Err(("unreadable-file", format!("{shown}: not a regular file")));
-    }
-    if meta.len() > MAX_INPUT_BYTES {
-        return Err(("unreadable-file", format!("{shown}: {} bytes, over the limit of {MAX_INPUT_BYTES}", meta.len())));
-    }
-    Ok(())
+    files::check_regular(path, files::MAX_FILE_BYTES).map_err(|e| input_error(path, &e))
 }
 
-/// Reads an input file checked by [`regular_input_file`] (never more than the limit, should it
-/// grow meanwhile).
+/// Reads an input file with [`files::read_regular`]; errors are (reject reason, detail).
 fn read_input_file(path: &std::path::Path) -> std::result::Result<Vec<u8>, (&'static str, String)> {
-    use std::io::Read;
-    regular_input_file(path)?;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_INPUT_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| ("unreadable-file", format!("{}: {e}", path.display())))?;
-    Ok(bytes)
+    files::read_regular(path, files::MAX_FILE_BYTES).map_err(|e| input_error(path, &e))
+}
+
+fn input_error(path: &std::path::Path, e: &std::io::Error) -> (&'static str, String) {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ("missing-file", format!("{}: not found", path.display())),
+        _ => ("unreadable-file", format!("{}: {e}", path.display())),
+    }
 }
 
 /// `--rejects`, opened for appending (earlier runs' lines are kept); partitions running at

@@ -1,6 +1,7 @@
 //! `ecamp distill`: re-derive the annotations of a dataset (a new annotations version; image
 //! bytes untouched), or score the rules distiller on IU X-ray reports.
 
+use ecamp_ingest::files::{MAX_FILE_BYTES, read_regular};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -138,7 +139,10 @@ fn run_evaluate(args: &Args) -> anyhow::Result<ExitCode> {
     paths.sort();
     let mut items: Vec<(String, Vec<String>)> = Vec::new();
     for p in &paths {
-        let xml = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let xml = read_regular(p, MAX_FILE_BYTES)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| String::from_utf8(b).map_err(anyhow::Error::from))
+            .with_context(|| format!("cannot read {}", p.display()))?;
         let r = parse_iu_report(&xml).with_context(|| format!("malformed report {}", p.display()))?;
         if let Some(text) = r.report_text() {
             items.push((text, r.mesh_major));

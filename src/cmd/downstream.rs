@@ -169,7 +169,9 @@ impl ModelArgs {
 pub fn model_config(preset: &str, config: Option<&PathBuf>) -> anyhow::Result<EcampConfig> {
     let c = match config {
         Some(path) => {
-            EcampConfig::load(path).with_context(|| format!("cannot read the model config {}", path.display()))?
+            let what = || format!("cannot read the model config {}", path.display());
+            ecamp_ingest::files::check_regular(path, ecamp_ingest::files::MAX_FILE_BYTES).with_context(what)?;
+            EcampConfig::load(path).with_context(what)?
         }
         None => EcampConfig::preset(preset).with_context(|| format!("unknown preset {preset}"))?,
     };

@@ -1,6 +1,7 @@
 //! `ecamp forward`: one forward pass on given weights and a given batch, the three losses as
 //! JSON — for number-for-number checks against the official PyTorch code.
 
+use ecamp_ingest::files::{MAX_FILE_BYTES, read_regular};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -57,7 +58,7 @@ fn forward(config: &EcampConfig, weights: &Path, batch: &Path) -> anyhow::Result
     let device = Default::default();
     let mut model = config.init::<B>(&device);
     load_official(&mut model, weights, false)?;
-    let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
+    let bytes = read_regular(batch, MAX_FILE_BYTES).with_context(|| format!("cannot read {}", batch.display()))?;
     let st =
         SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", batch.display()))?;
     let file = batch.display();

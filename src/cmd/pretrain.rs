@@ -1,5 +1,6 @@
 //! `ecamp pretrain`: ECAMP pre-training on a pinned snapshot, on CPU (ndarray) or CUDA.
 
+use ecamp_ingest::files::{MAX_FILE_BYTES, read_regular};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -268,7 +269,8 @@ mod cuda {
 /// The tokenizer: the given file, or the one vocabulary stored in the dataset.
 pub(super) async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenizer> {
     if let Some(path) = path {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read the tokenizer {}", path.display()))?;
+        let bytes = read_regular(path, MAX_FILE_BYTES)
+            .with_context(|| format!("cannot read the tokenizer {}", path.display()))?;
         return vocab::load(&bytes).with_context(|| format!("{} is not a usable tokenizer", path.display()));
     }
     let stored = vocab::list_stored(ds).await.context("cannot list the dataset's vocabularies")?;

@@ -1,5 +1,6 @@
 //! `ecamp vocab build`: train (or import) the WordPiece vocabulary of a snapshot.
 
+use ecamp_ingest::files::{MAX_FILE_BYTES, read_regular};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,7 +40,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     let ds = Dataset::open(&dataset).await.context("cannot open dataset")?;
     let info = match tokenizer {
         Some(path) => {
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                read_regular(&path, MAX_FILE_BYTES).with_context(|| format!("cannot read {}", path.display()))?;
             let tok = vocab::load(&bytes).with_context(|| format!("{} is not a usable tokenizer", path.display()))?;
             vocab::store(&ds, &tok).await?
         }

@@ -57,6 +57,12 @@ impl Dataset {
             path: MARKER.into(),
             message: e.to_string(),
         })?;
+        if ds.get_json(MARKER).await?.is_none() {
+            let mut probe = ds.loc.store().list(Some(ds.loc.prefix()));
+            if probe.try_next().await.map_err(|e| ds.loc.storage_error("", &e))?.is_some() {
+                return Err(StoreError::NotEmpty { url: ds.loc.display(), marker: MARKER.into() });
+            }
+        }
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match ds.loc.store().put_opts(&ds.loc.path(MARKER), PutPayload::from(body), opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}

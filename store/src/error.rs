@@ -59,6 +59,15 @@ pub enum StoreError {
         /// The marker object that was looked for.
         marker: String,
     },
+    /// Creating a dataset where other files already are: its tables would mix with them, and
+    /// fsck would take them for orphans.
+    #[error("'{url}' already holds files but no ecamp dataset (no {marker}): choose an empty location")]
+    NotEmpty {
+        /// The dataset URL.
+        url: String,
+        /// The marker object that was looked for.
+        marker: String,
+    },
     /// A dataset marker or table exists but was written by an incompatible version.
     #[error("dataset '{url}' uses schema version {found}, this build understands {supported}")]
     SchemaVersion {

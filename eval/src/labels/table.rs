@@ -7,6 +7,12 @@ use std::sync::Arc;
 
 /// Opens a label file for reading, decompressing it when the name ends in `.gz`.
 pub fn open(path: &Path) -> Result<Box<dyn Read>> {
+    // Only regular files: a FIFO would block the reader forever, /dev/zero fill memory.
+    let meta = std::fs::metadata(path).map_err(|e| EvalError::io(path, e))?;
+    if !meta.is_file() {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(EvalError::io(path, e));
+    }
     let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
     let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     Ok(if gz {

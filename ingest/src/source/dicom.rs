@@ -144,7 +144,8 @@ pub enum DicomError {
 /// Decodes the DICOM file at `path` (its display form names it in errors).
 pub fn decode_dicom_file(path: &Path) -> Result<DicomImage, DicomError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| DicomError::Io { name: name.clone(), error })?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_FILE_BYTES)
+        .map_err(|error| DicomError::Io { name: name.clone(), error })?;
     decode_dicom_bytes(&name, &bytes)
 }
 

@@ -14,7 +14,7 @@ const KIND: &str = "manifest";
 
 /// Lists the rows of a manifest; a malformed row is a reject naming its line.
 pub fn list(file: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
-    let text = std::fs::read(file).map_err(|e| IngestError::Source {
+    let text = crate::files::read_regular(file, crate::files::MAX_FILE_BYTES).map_err(|e| IngestError::Source {
         source_kind: KIND,
         detail: format!("cannot read {}: {e}", file.display()),
     })?;

@@ -21,9 +21,11 @@ fn read_csv(root: &Path, name: &str) -> Result<Option<Vec<HashMap<String, String
     let plain = root.join(name);
     let gz = root.join(format!("{name}.gz"));
     let text = if plain.exists() {
-        std::fs::read(&plain).map_err(|e| err(format!("{}: {e}", plain.display())))?
+        crate::files::read_regular(&plain, crate::files::MAX_FILE_BYTES)
+            .map_err(|e| err(format!("{}: {e}", plain.display())))?
     } else if gz.exists() {
-        let raw = std::fs::read(&gz).map_err(|e| err(format!("{}: {e}", gz.display())))?;
+        let raw = crate::files::read_regular(&gz, crate::files::MAX_FILE_BYTES)
+            .map_err(|e| err(format!("{}: {e}", gz.display())))?;
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
@@ -82,9 +84,22 @@ pub fn findings_and_impression(text: &str) -> Option<String> {
 pub fn list(root: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject>>, IngestError> {
     let reports_root =
         opts.reports.clone().ok_or_else(|| err("--reports DIR (the MIMIC-CXR reports tree) is required".into()))?;
-    let meta = read_csv(root, "mimic-cxr-2.0.0-metadata.csv")?.unwrap_or_default();
-    let views: HashMap<String, String> =
-        meta.iter().filter_map(|r| Some((r.get("dicom_id")?.clone(), r.get("ViewPosition")?.clone()))).collect();
+    let meta = read_csv(root, "mimic-cxr-2.0.0-metadata.csv")?;
+    // Filtering by view needs the metadata and its two columns: without them every image would
+    // be filtered out without a word.
+    if !opts.views.is_empty() {
+        let Some(rows) = &meta else {
+            return Err(err(format!("--views needs {}", root.join("mimic-cxr-2.0.0-metadata.csv[.gz]").display())));
+        };
+        if rows.first().is_some_and(|r| !r.contains_key("dicom_id") || !r.contains_key("ViewPosition")) {
+            return Err(err("mimic-cxr-2.0.0-metadata.csv lacks the dicom_id or ViewPosition column".into()));
+        }
+    }
+    let views: HashMap<String, String> = meta
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| Some((r.get("dicom_id")?.clone(), r.get("ViewPosition")?.clone())))
+        .collect();
     let split: HashMap<String, String> = read_csv(root, "mimic-cxr-2.0.0-split.csv")?
         .unwrap_or_default()
         .into_iter()
@@ -178,5 +193,40 @@ mod tests {
             findings_and_impression("FINDINGS:\n PA AND LATERAL\n Lungs clear.\n IMPRESSION: Normal.").as_deref(),
             Some("FINDINGS: PA AND LATERAL Lungs clear. IMPRESSION: Normal.")
         );
+    }
+
+    /// A two-image MIMIC-CXR-JPG tree (a PA and a lateral film of one study) and its reports.
+    fn tree(dir: &Path, metadata: Option<&str>) -> SourceOptions {
+        let study = dir.join("jpg/files/p10/p10000032/s50414267");
+        std::fs::create_dir_all(&study).expect("mkdir");
+        for id in ["pa-1", "lat-1"] {
+            std::fs::write(study.join(format!("{id}.jpg")), b"listed, not decoded").expect("jpg");
+        }
+        if let Some(csv) = metadata {
+            std::fs::write(dir.join("jpg/mimic-cxr-2.0.0-metadata.csv"), csv).expect("csv");
+        }
+        let reports = dir.join("reports/files/p10/p10000032");
+        std::fs::create_dir_all(&reports).expect("mkdir");
+        std::fs::write(reports.join("s50414267.txt"), "FINDINGS: Clear lungs.\nIMPRESSION: Normal.").expect("txt");
+        SourceOptions { reports: Some(dir.join("reports")), views: vec!["PA".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn views_filter_by_the_metadata_and_need_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = tree(dir.path(), Some("dicom_id,ViewPosition\npa-1,PA\nlat-1,LATERAL\n"));
+        let root = dir.path().join("jpg");
+        let items: Vec<Item> = list(&root, &opts).expect("list").into_iter().map(|i| i.expect("item")).collect();
+        assert_eq!(items.len(), 1);
+        assert_eq!((items[0].sample_id.as_str(), items[0].view.as_deref()), ("mimic-pa-1", Some("PA")));
+        assert!(matches!(&items[0].report, ReportInput::Text(t) if t == "FINDINGS: Clear lungs. IMPRESSION: Normal."));
+        assert_eq!(list(&root, &SourceOptions { views: vec![], ..opts.clone() }).expect("all views").len(), 2);
+
+        std::fs::write(root.join("mimic-cxr-2.0.0-metadata.csv"), "dicomid,ViewPos\npa-1,PA\n").expect("csv");
+        let err = list(&root, &opts).expect_err("wrong header").to_string();
+        assert!(err.contains("ViewPosition"), "{err}");
+        std::fs::remove_file(root.join("mimic-cxr-2.0.0-metadata.csv")).expect("rm");
+        let err = list(&root, &opts).expect_err("no metadata").to_string();
+        assert!(err.contains("--views needs") && err.contains("metadata.csv"), "{err}");
     }
 }

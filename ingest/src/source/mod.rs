@@ -207,7 +207,8 @@ pub fn partition_of(key: &str, n: u32) -> u32 {
 
 /// Reads a text file that must be UTF-8 and non-empty; the error is a reject reason and detail.
 pub fn read_report(path: &Path) -> Result<String, (&'static str, String)> {
-    let bytes = std::fs::read(path).map_err(|e| ("missing-report", format!("{}: {e}", path.display())))?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_FILE_BYTES)
+        .map_err(|e| ("missing-report", format!("{}: {e}", path.display())))?;
     let text = String::from_utf8(bytes).map_err(|e| ("non-utf8-report", format!("{}: {e}", path.display())))?;
     check_report(&text).map_err(|r| (r, path.display().to_string()))
 }
@@ -265,7 +266,7 @@ fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
     let mut out = Vec::new();
     for xml_path in names {
         let shown = xml_path.display().to_string();
-        let parsed = std::fs::read(&xml_path)
+        let parsed = crate::files::read_regular(&xml_path, crate::files::MAX_FILE_BYTES)
             .map_err(|e| Reject::new("iu-xray", &shown, "unreadable-report", e.to_string()))
             .and_then(|b| {
                 String::from_utf8(b).map_err(|e| Reject::new("iu-xray", &shown, "non-utf8-report", e.to_string()))
@@ -284,10 +285,19 @@ fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
             .report_text()
             .ok_or_else(|| Reject::new("iu-xray", &shown, "empty-report", "no findings or impression"));
         for id in &report.image_ids {
-            let found = IMAGE_EXTS.iter().map(|e| images.join(format!("{id}.{e}"))).find(|p| p.exists());
+            // An id is a file name inside images/, never a path out of it ("../../x").
+            let plain = !id.is_empty() && !id.contains(['/', '\\']) && id != ".." && id != ".";
+            let found = IMAGE_EXTS.iter().map(|e| images.join(format!("{id}.{e}"))).find(|p| plain && p.exists());
             let sample_id = format!("iu-{id}");
             let item = match (&text, found) {
                 (Err(r), _) => Err(r.clone().with_sample(&sample_id)),
+                (_, None) if !plain => Err(Reject::new(
+                    "iu-xray",
+                    shown.clone(),
+                    "malformed-xml",
+                    format!("parentImage id {id:?} is not a file name"),
+                )
+                .with_sample(&sample_id)),
                 (_, None) => Err(Reject::new(
                     "iu-xray",
                     images.join(id).display().to_string(),

@@ -125,6 +125,16 @@ pub fn fit<B: AutodiffBackend>(
         (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
         // A checkpoint from before fingerprints were recorded gets this run's from now on.
         state = RunState { train: train.clone(), vocab: saved.vocab.clone().or(state.vocab), ..saved };
+        if state.epoch >= train.epochs || (train.max_steps > 0 && state.step >= train.max_steps) {
+            return Err(TrainError::Config(format!(
+                "{} is at step {} (epoch {}), already past this run's end ({} epochs{}): nothing to train",
+                dir.display(),
+                state.step,
+                state.epoch,
+                train.epochs,
+                if train.max_steps > 0 { format!(", --max-steps {}", train.max_steps) } else { String::new() }
+            )));
+        }
     }
     let mut log = MetricsLog::open(run_dir, state.step)?;
 

@@ -21,10 +21,10 @@ use crate::cmd::print_json;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Number of images.
-    #[arg(value_parser = super::super::parse::count::<u64>, long, default_value_t = 1000)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=1_000_000), long, default_value_t = 1000)]
     images: u64,
     /// Image side in pixels.
-    #[arg(value_parser = super::super::parse::count::<u32>, long, default_value_t = 512)]
+    #[arg(value_parser = clap::value_parser!(u32).range(16..=4096), long, default_value_t = 512)]
     size: u32,
     /// Threads for both contenders.
     #[arg(value_parser = super::super::parse::count::<usize>, long, default_value_t = 2)]

@@ -33,10 +33,10 @@ pub struct Args {
     /// Phantom studies to ingest when no --dataset is given. The default makes an epoch of ~5 s
     /// and ~620 MB (more than the prefetch budget), so the epoch's start (first row groups read,
     /// queues filling), which training hides by opening the next epoch early, weighs little.
-    #[arg(value_parser = super::super::parse::count::<u64>, long, default_value_t = 8000)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=1_000_000), long, default_value_t = 8000)]
     images: u64,
     /// Phantom image side in pixels.
-    #[arg(value_parser = super::super::parse::count::<u32>, long, default_value_t = 512)]
+    #[arg(value_parser = clap::value_parser!(u32).range(16..=4096), long, default_value_t = 512)]
     size: u32,
     /// Existing dataset URL to read instead of ingesting phantoms (the Python peer needs a local one).
     #[arg(long)]
