@@ -59,7 +59,10 @@ impl Dataset {
         })?;
         if ds.get_json(MARKER).await?.is_none() {
             let mut probe = ds.loc.store().list(Some(ds.loc.prefix()));
-            if probe.try_next().await.map_err(|e| ds.loc.storage_error("", &e))?.is_some() {
+            let occupied = probe.try_next().await.map_err(|e| ds.loc.storage_error("", &e))?.is_some();
+            // A creator writes the marker before anything else: files with a marker that has
+            // appeared meanwhile are a concurrent creator's (partitions starting together).
+            if occupied && ds.get_json(MARKER).await?.is_none() {
                 return Err(StoreError::NotEmpty { url: ds.loc.display(), marker: MARKER.into() });
             }
         }
