@@ -12,6 +12,10 @@ const MAX_DEPTH: usize = 1024;
 const MAX_VOCAB: usize = 1 << 22;
 /// Most token positions it accepts.
 const MAX_LEN: usize = 1 << 16;
+/// Largest patch grid side it accepts (65,536 patches).
+const MAX_GRID: usize = 256;
+/// Most parameters (estimated) it accepts: about 20 times the paper's model.
+const MAX_PARAMETERS: f64 = 4e9;
 
 /// Every size of the ECAMP networks plus the switches for the documented corrections of the
 /// official losses (all off by default, i.e. code-faithful; spec §3, §10).
@@ -144,6 +148,20 @@ impl EcampConfig {
         encoder + decoder + sr + text
     }
 
+    /// Rough parameter count (matrices of the transformer stacks, embeddings, MLM head), for
+    /// [`Self::check`]'s limit; the base preset estimates ~1.8e8.
+    fn parameters_estimate(&self) -> f64 {
+        let f = |x: usize| x as f64;
+        let block = |d: usize| f(d) * f(d) * (4.0 + 2.0 * f(self.mlp_ratio));
+        let bert_layer = |h: usize| 4.0 * f(h) * f(h) + 2.0 * f(h) * f(self.bert_intermediate);
+        f(self.vit_depth) * block(self.vit_dim)
+            + f(self.dec_depth) * block(self.dec_dim)
+            + (f(self.bert_layers) + 2.0) * bert_layer(self.bert_hidden)
+            + f(self.vocab_size) * f(self.bert_hidden) * 2.0
+            + f(self.max_len) * f(self.bert_hidden)
+            + 3.0 * f(self.patch) * f(self.patch) * (f(self.vit_dim) + f(self.dec_dim))
+    }
+
     /// Checks the sizes that must agree (spec-tiny §2); the message names the offending field.
     pub fn check(&self) -> Result<(), String> {
         let rule = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_string()) };
@@ -172,6 +190,16 @@ impl EcampConfig {
             "hidden_dropout and attn_dropout must be in [0, 1)",
         )?;
         rule(self.patch > 0 && self.img_size.is_multiple_of(self.patch), "img_size must be a multiple of patch")?;
+        // Within the per-field bounds, combinations can still not fit any machine.
+        rule(
+            self.grid() <= MAX_GRID,
+            &format!("img_size / patch must be at most {MAX_GRID} (attention is quadratic in it²)"),
+        )?;
+        let params = self.parameters_estimate();
+        rule(
+            params <= MAX_PARAMETERS,
+            &format!("the model would have ~{params:.2e} parameters, over the limit of {MAX_PARAMETERS:.0e}"),
+        )?;
         rule(self.vit_dim.is_multiple_of(4), "vit_dim must be a multiple of 4 (2-D sin-cos positions)")?;
         rule(self.dec_dim.is_multiple_of(4), "dec_dim must be a multiple of 4 (2-D sin-cos positions)")?;
         rule(self.vit_heads > 0 && self.vit_dim.is_multiple_of(self.vit_heads), "vit_dim must divide by vit_heads")?;
@@ -212,5 +240,13 @@ mod tests {
         refused(|c| c.vocab_size = usize::MAX, "vocab_size");
         refused(|c| c.attn_dropout = 1.0, "attn_dropout");
         refused(|c| c.mlp_ratio = 0, "mlp_ratio");
+        refused(|c| (c.img_size, c.patch) = (4096, 1), "img_size / patch");
+        // Every field within its bound, the whole far beyond any machine.
+        refused(
+            |c| (c.vit_dim, c.vit_depth, c.vit_heads, c.img_size, c.patch) = (16384, 1024, 16, 4096, 16),
+            "parameters",
+        );
+        let params = EcampConfig::base().parameters_estimate();
+        assert!((1.5e8..2.2e8).contains(&params), "base estimate {params:.3e} (183,173,080 exact)");
     }
 }

@@ -12,7 +12,7 @@ pub const RSNA_IMAGE_SIZE: u32 = 1024;
 /// Parses `stage_2_train_labels.csv` (`patientId,x,y,width,height,Target`) from `reader` (`file` names it in
 /// errors). One [`Item`] per patientId in order of first appearance, one class `Pneumonia`, boxes
 /// `[x, y, x + width, y + height]`, size 1024 × 1024. A Target 1 row without a complete box, a Target 0 row
-/// with any box value, a non-numeric or non-positive box, a Target other than 0/1, an image with both Target 0
+/// with any box value, a non-numeric or non-positive box or one leaving the image, a Target other than 0/1, an image with both Target 0
 /// and Target 1 rows, or a repeated Target 0 row is an error naming the line.
 pub fn rsna<R: Read>(reader: R, file: &str) -> Result<LabelSet> {
     let mut table = Table::new(reader, file)?;
@@ -43,6 +43,13 @@ pub fn rsna<R: Read>(reader: R, file: &str) -> Result<LabelSet> {
             }
             if v[2] <= 0.0 || v[3] <= 0.0 {
                 return Err(row.error(format!("box width/height must be positive, got {} x {}", v[2], v[3])));
+            }
+            let side = RSNA_IMAGE_SIZE as f32;
+            if v[0] < 0.0 || v[1] < 0.0 || v[0] + v[2] > side || v[1] + v[3] > side {
+                return Err(row.error(format!(
+                    "box ({}, {}) + {} x {} leaves the {side} x {side} image",
+                    v[0], v[1], v[2], v[3]
+                )));
             }
             Some([v[0], v[1], v[0] + v[2], v[1] + v[3]])
         } else {
@@ -123,6 +130,9 @@ mod tests {
             ("a,,,,,0\na,,,,,0\n", 3),
             ("a,1,2,0,4,1\n", 2),
             ("a,1,2,3,4,yes\n", 2),
+            ("a,5000,5000,100,100,1\n", 2),
+            ("a,-1,2,3,4,1\n", 2),
+            ("a,1,2,3e38,4,1\n", 2),
         ];
         for (rows, want) in cases {
             match rsna(format!("{HEADER}{rows}").as_bytes(), "labels.csv") {
