@@ -96,6 +96,48 @@ fn four_partitions_started_together_on_s3_ingest_each_sample_once() {
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 120);
 }
 
+/// Three unpartitioned ingests of one source started together: each sample lands once, and the
+/// three summaries account for every listed item as ingested or a duplicate.
+fn concurrent_unpartitioned_ingests(url: &str) {
+    // Created first, so that no writer is still creating it while the others ingest.
+    let init = ecamp(&["init", "--dataset", url]);
+    assert!(init.status.success(), "{}", text(&init));
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
+                .args(["ingest", "--quiet", "--json", "--workers", "1", "--dataset", url])
+                .args(["--source", "phantom:90:4", "--image-size", "64", "--batch-rows", "5"])
+                .output()
+        })
+        .collect();
+    let mut total = 0;
+    for c in children {
+        let out = c.expect("run");
+        assert!(out.status.success(), "{}", text(&out));
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+        assert_eq!(n("ingested") + n("duplicate_ids") + n("duplicate_images"), 90, "{s}");
+        total += n("ingested");
+    }
+    assert_eq!(total, 90);
+    let ids = sample_ids(url);
+    assert_eq!(ids.len(), 90);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 90);
+}
+
+#[test]
+fn concurrent_unpartitioned_ingests_store_each_sample_once_on_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    concurrent_unpartitioned_ingests(&format!("file://{}/together", dir.path().display()));
+}
+
+#[test]
+fn concurrent_unpartitioned_ingests_store_each_sample_once_on_s3() {
+    if let Some(bucket) = s3_bucket() {
+        concurrent_unpartitioned_ingests(&format!("s3://{bucket}/{}", unique("together")));
+    }
+}
+
 /// Writes `bytes` to `dir/name` and returns the name.
 fn put(dir: &Path, name: &str, bytes: &[u8]) -> String {
     std::fs::write(dir.join(name), bytes).expect("write");

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Sender, bounded};
-use ecamp_store::schema::sample_ids;
 use ecamp_store::shard::sha256_hex;
-use ecamp_store::{AnnotationRow, AppTxn, Dataset, LabelRow, Location, SampleRow, TableKind, TableLog};
+use ecamp_store::{AnnotationRow, AppTxn, Dataset, LabelRow, Location, SampleKeys, SampleRow};
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 
@@ -320,25 +319,6 @@ fn input_name(item: &Item) -> String {
     }
 }
 
-/// The sample ids and image hashes already in the dataset (reads only those two columns).
-async fn existing_keys(ds: &Dataset) -> Result<(HashSet<String>, HashSet<String>)> {
-    let log = ds.table(TableKind::Samples);
-    let version = log.latest_version().await?;
-    let mut ids = HashSet::new();
-    let mut hashes = HashSet::new();
-    for f in log.files(version).await? {
-        for b in ds.read_columns(TableKind::Samples, &f, &["sample_id", "image_sha256"]).await? {
-            ids.extend(sample_ids(&b)?);
-            let col = b
-                .column_by_name("image_sha256")
-                .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>())
-                .ok_or_else(|| IngestError::Option("samples table lacks image_sha256".into()))?;
-            hashes.extend(col.iter().flatten().map(str::to_string));
-        }
-    }
-    Ok((ids, hashes))
-}
-
 /// Runs an ingest to completion. Blocking: call it from a thread, not from async code; store
 /// operations run on `rt`.
 pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) -> Result<IngestSummary> {
@@ -351,7 +331,10 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     // landed, with the list of what was rejected lost.
     let mut rejects_file = open_rejects(opts)?;
     let ds = rt.block_on(Dataset::create(&opts.dataset))?;
-    let (mut known_ids, mut known_hashes) = rt.block_on(existing_keys(&ds))?;
+    // The listing skips what the dataset held at the start; the committer re-checks each batch
+    // against what other writers have committed since.
+    let keys = rt.block_on(ds.sample_keys())?;
+    let (mut known_ids, mut known_hashes) = (keys.ids().clone(), keys.hashes().clone());
     let mut accepted_ids = known_ids.clone();
     let dicom_reports = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
         Arc::new(load_dicom_reports(&opts.source_opts)?)
@@ -427,10 +410,12 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     let (batch_tx, batch_rx) = bounded::<(i64, Vec<Prepared>)>(1);
     let committer = {
         let (ds, rt, distiller, run_id) = (ds.clone(), rt.clone(), distiller.clone(), run_id.clone());
+        let mut keys = keys;
         std::thread::spawn(move || -> Result<IngestSummary> {
             let mut done = IngestSummary::default();
             for (seq, batch) in batch_rx {
-                commit(&ds, &rt, distiller.as_ref(), &run_id, seq, batch, &mut done)?;
+                let at = Commit { ds: &ds, rt: &rt, run_id: &run_id, seq };
+                commit(&at, distiller.as_ref(), batch, &mut keys, &mut done)?;
             }
             Ok(done)
         })
@@ -491,6 +476,8 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
             summary.ingested = done.ingested;
             summary.image_bytes = done.image_bytes;
             summary.passthrough = done.passthrough;
+            summary.duplicate_ids += done.duplicate_ids;
+            summary.duplicate_images += done.duplicate_images;
             summary.distill_failed = done.distill_failed;
         }
         Ok(Err(e)) => outcome = outcome.and(Err(e)),
@@ -528,16 +515,32 @@ fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// Distils a batch's reports and commits labels, annotations, then samples.
-fn commit(
-    ds: &Dataset,
-    rt: &Handle,
-    distiller: &dyn Distiller,
-    run_id: &str,
+/// Where a batch commits: the dataset, the runtime for its calls and the batch's transaction.
+struct Commit<'a> {
+    ds: &'a Dataset,
+    rt: &'a Handle,
+    run_id: &'a str,
     seq: i64,
-    mut batch: Vec<Prepared>,
+}
+
+/// Distils a batch's reports and commits labels, annotations, then samples. Rows that another
+/// writer has committed since `keys` were read are dropped and counted as duplicates (their
+/// labels and annotations too, unless that writer commits between those and the samples).
+fn commit(
+    at: &Commit,
+    distiller: &dyn Distiller,
+    batch: Vec<Prepared>,
+    keys: &mut SampleKeys,
     summary: &mut IngestSummary,
 ) -> Result<()> {
+    at.rt.block_on(at.ds.refresh_keys(keys))?;
+    let admitted = keys.admit(batch, |p| &p.sample);
+    summary.duplicate_ids += admitted.duplicate_ids;
+    summary.duplicate_images += admitted.duplicate_images;
+    let mut batch = admitted.rows;
+    if batch.is_empty() {
+        return Ok(());
+    }
     batch.sort_by(|a, b| a.sample.sample_id.cmp(&b.sample.sample_id));
     let now = chrono::Utc::now().timestamp_micros();
     let reports: Vec<&str> = batch.iter().map(|p| p.sample.report.as_str()).collect();
@@ -567,22 +570,27 @@ fn commit(
             })
         })
         .collect();
-    let passthrough = batch.iter().filter(|p| p.passthrough).count();
+    let passthrough: HashSet<String> =
+        batch.iter().filter(|p| p.passthrough).map(|p| p.sample.sample_id.clone()).collect();
     let samples: Vec<SampleRow> = batch.into_iter().map(|p| p.sample).collect();
-    let txn = |table: &str| Some(AppTxn { app_id: format!("ingest-{run_id}-{table}"), seq });
-    rt.block_on(async {
+    let txn = |table: &str| Some(AppTxn { app_id: format!("ingest-{}-{table}", at.run_id), seq: at.seq });
+    let landed = at.rt.block_on(async {
         if !labels.is_empty() {
-            ds.append_labels(&labels, txn("labels")).await?;
+            at.ds.append_labels(&labels, txn("labels")).await?;
         }
         if !annotations.is_empty() {
-            ds.append_annotations(&annotations, txn("annotations")).await?;
+            at.ds.append_annotations(&annotations, txn("annotations")).await?;
         }
-        ds.append_samples(&samples, txn("samples")).await
+        at.ds.append_samples_unique(samples, txn("samples"), keys).await
     })?;
-    summary.commits += 1;
-    summary.passthrough += passthrough;
-    summary.ingested += samples.len();
-    summary.image_bytes += samples.iter().map(|s| s.image.len() as u64).sum::<u64>();
+    summary.duplicate_ids += landed.duplicate_ids;
+    summary.duplicate_images += landed.duplicate_images;
+    if landed.outcome.is_some() {
+        summary.commits += 1;
+    }
+    summary.passthrough += landed.committed.iter().filter(|s| passthrough.contains(&s.sample_id)).count();
+    summary.ingested += landed.committed.len();
+    summary.image_bytes += landed.committed.iter().map(|s| s.image.len() as u64).sum::<u64>();
     Ok(())
 }
 

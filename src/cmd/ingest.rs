@@ -19,6 +19,8 @@ use super::{distiller, human_bytes, print_json};
   iu-xray:DIR            IU X-ray: DIR/ecgen-radiology/*.xml and DIR/images/<parentImage id>.png|jpg
 
 Re-running over a grown source adds only new samples (same sample id or same image bytes are skipped).
+Writers running at once, partitioned or not, store each sample once: every batch is checked against
+what the others committed meanwhile before it commits.
 Bad inputs are rejected with a reason and listed as JSONL (--rejects, default: _ecamp/rejects/ in the dataset).
 Exit status: 0 when the run completed (rejects included), 2 when it stopped on an error
 (with --on-error fail: the first bad input); batches committed before an error stay committed.")]

@@ -152,11 +152,28 @@ impl Dataset {
         {
             return Ok(AppendOutcome::AlreadyCommitted);
         }
+        let files = self.upload(kind, batch).await?;
+        self.table(kind).append(files, txn).await
+    }
+
+    /// Writes `batch` as new, not yet committed data files of `kind`.
+    pub(crate) async fn upload(&self, kind: TableKind, batch: &RecordBatch) -> Result<Vec<DataFile>> {
         let mut files = Vec::new();
         for (bytes, rows) in shard::encode(kind, batch, &self.shard)? {
             files.push(shard::upload(&self.loc, kind, bytes, rows).await?);
         }
-        self.table(kind).append(files, txn).await
+        Ok(files)
+    }
+
+    /// Deletes data files that were uploaded but will never be committed. A file that cannot be
+    /// deleted is left for `fsck --delete-orphans`.
+    pub(crate) async fn discard(&self, kind: TableKind, files: &[DataFile]) {
+        for f in files {
+            let rel = format!("{}/{}", kind.name(), f.path);
+            if let Err(e) = self.loc.store().delete(&self.loc.path(&rel)).await {
+                tracing::warn!(file = %rel, error = %self.loc.storage_error(&rel, &e), "cannot delete an uncommitted data file; fsck will list it as an orphan");
+            }
+        }
     }
 
     /// Appends sample rows as one commit.

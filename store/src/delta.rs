@@ -98,17 +98,26 @@ fn is_not_a_table(err: &DeltaTableError) -> bool {
 
 /// Contention and network faults that a later attempt can get past.
 fn is_retryable(err: &DeltaTableError) -> bool {
+    lost_race(err)
+        || match err {
+            DeltaTableError::Transaction { source: TransactionError::ObjectStore { source } } => {
+                crate::error::is_transient(source)
+            }
+            DeltaTableError::ObjectStore { source } => crate::error::is_transient(source),
+            _ => false,
+        }
+}
+
+/// A commit that failed because another writer committed the version it tried.
+fn lost_race(err: &DeltaTableError) -> bool {
     match err {
         DeltaTableError::VersionAlreadyExists(_) => true,
-        DeltaTableError::Transaction { source } => {
-            matches!(
-                source,
-                TransactionError::MaxCommitAttempts(_)
-                    | TransactionError::VersionAlreadyExists(_)
-                    | TransactionError::CommitConflict(_)
-            ) || matches!(source, TransactionError::ObjectStore { source } if crate::error::is_transient(source))
-        }
-        DeltaTableError::ObjectStore { source } => crate::error::is_transient(source),
+        DeltaTableError::Transaction { source } => matches!(
+            source,
+            TransactionError::MaxCommitAttempts(_)
+                | TransactionError::VersionAlreadyExists(_)
+                | TransactionError::CommitConflict(_)
+        ),
         _ => false,
     }
 }
@@ -299,25 +308,72 @@ impl DeltaLog {
         })
     }
 
-    async fn try_append(&self, actions: &[Action], txn: &Option<AppTxn>) -> DeltaResult<AppendOutcome> {
+    /// One commit attempt. With `base`, the commit lands as `base + 1` or not at all (`None`):
+    /// delta-rs's own conflict resolution would let it land later, after writers whose rows
+    /// the caller has not checked against.
+    async fn try_append(
+        &self,
+        actions: &[Action],
+        txn: &Option<AppTxn>,
+        base: Option<u64>,
+    ) -> DeltaResult<Option<AppendOutcome>> {
         let table = self.load_latest().await?;
         self.check_protocol(&table, true).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
         let snapshot = table.snapshot()?;
-        let mut props = CommitProperties::default().with_max_retries(DELTA_RETRIES);
+        let retries = if base.is_some() { 0 } else { DELTA_RETRIES };
+        let mut props = CommitProperties::default().with_max_retries(retries);
         if let Some(t) = txn {
             if let Some(done) = snapshot.transaction_version(self.log_store.as_ref(), &t.app_id).await?
                 && done >= t.seq
             {
-                return Ok(AppendOutcome::AlreadyCommitted);
+                return Ok(Some(AppendOutcome::AlreadyCommitted));
             }
             props = props.with_application_transaction(Transaction::new(&t.app_id, t.seq));
         }
+        if base.is_some_and(|b| table.version() != Some(b)) {
+            return Ok(None);
+        }
         let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
-        let commit = CommitBuilder::from(props)
+        let built = CommitBuilder::from(props)
             .with_actions(actions.to_vec())
             .build(Some(snapshot), self.log_store.clone(), op)
-            .await?;
-        Ok(AppendOutcome::Committed(commit.version() as u64))
+            .await;
+        match built {
+            Ok(commit) => Ok(Some(AppendOutcome::Committed(commit.version()))),
+            Err(e) if base.is_some() && lost_race(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::try_append`] until it succeeds, sleeping between attempts that contention or a
+    /// transient fault failed.
+    async fn append_with(
+        &self,
+        files: &[DataFile],
+        txn: &Option<AppTxn>,
+        base: Option<u64>,
+    ) -> Result<Option<AppendOutcome>> {
+        let actions: Vec<Action> = files.iter().map(Self::add_action).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(3));
+        let mut last = String::new();
+        for _ in 0..COMMIT_ATTEMPTS {
+            match self.try_append(&actions, txn, base).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if is_retryable(&e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(DeltaTableError::Generic(msg)) if msg.contains("Delta protocol features") => {
+                    return Err(StoreError::UnsupportedProtocol { table: self.shown.clone(), features: msg });
+                }
+                Err(e) => return Err(self.delta_err(e)),
+            }
+        }
+        Err(StoreError::CommitFailed {
+            table: self.shown.clone(),
+            attempts: COMMIT_ATTEMPTS,
+            message: crate::redact::scrub(&last),
+        })
     }
 
     /// Parses one commit file into a [`CommitRecord`].
@@ -401,27 +457,18 @@ impl TableLog for DeltaLog {
     }
 
     async fn append(&self, files: Vec<DataFile>, txn: Option<AppTxn>) -> Result<AppendOutcome> {
-        let actions: Vec<Action> = files.iter().map(Self::add_action).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(3));
-        let mut last = String::new();
-        for _ in 0..COMMIT_ATTEMPTS {
-            match self.try_append(&actions, &txn).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) if is_retryable(&e) => {
-                    last = e.to_string();
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Err(DeltaTableError::Generic(msg)) if msg.contains("Delta protocol features") => {
-                    return Err(StoreError::UnsupportedProtocol { table: self.shown.clone(), features: msg });
-                }
-                Err(e) => return Err(self.delta_err(e)),
-            }
-        }
-        Err(StoreError::CommitFailed {
-            table: self.shown.clone(),
-            attempts: COMMIT_ATTEMPTS,
-            message: crate::redact::scrub(&last),
-        })
+        self.append_with(&files, &txn, None)
+            .await?
+            .ok_or_else(|| StoreError::delta(&self.shown, "an unconditional append reported a lost race"))
+    }
+
+    async fn append_after(
+        &self,
+        files: Vec<DataFile>,
+        txn: Option<AppTxn>,
+        base: u64,
+    ) -> Result<Option<AppendOutcome>> {
+        self.append_with(&files, &txn, Some(base)).await
     }
 
     async fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
@@ -448,8 +495,12 @@ impl TableLog for DeltaLog {
 
     async fn history(&self) -> Result<Vec<CommitRecord>> {
         let latest = self.log_store.get_latest_version(0).await.map_err(|e| self.delta_err(e))?;
-        let mut out = Vec::with_capacity(latest as usize + 1);
-        for version in 0..=latest {
+        self.commits(0, latest).await
+    }
+
+    async fn commits(&self, from: u64, to: u64) -> Result<Vec<CommitRecord>> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from).saturating_add(1).min(1 << 16) as usize);
+        for version in from..=to {
             // Entries older than the log retention may be gone; skip them.
             if let Some(bytes) = self.log_store.read_commit_entry(version).await.map_err(|e| self.delta_err(e))? {
                 out.push(self.parse_commit(version, &bytes)?);

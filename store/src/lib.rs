@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod delta;
 pub mod error;
 pub mod fsck;
+pub mod keys;
 pub mod location;
 pub mod log;
 pub mod reader;
@@ -24,6 +25,7 @@ pub mod snapshot;
 pub use dataset::Dataset;
 pub use error::{Result, StoreError};
 pub use fsck::{FsckOptions, FsckReport};
+pub use keys::{Admitted, SampleKeys, UniqueAppend};
 pub use location::{Backend, Location};
 pub use log::{AppTxn, AppendOutcome, CommitRecord, TableLog};
 /// Parquet metadata of one data file, loaded once by readers and reused for every row-group read.

@@ -65,6 +65,15 @@ pub trait TableLog: Send + Sync {
     /// Commits `files` as one new version, retrying through contention.
     fn append(&self, files: Vec<DataFile>, txn: Option<AppTxn>) -> impl Future<Output = Result<AppendOutcome>> + Send;
 
+    /// Commits `files` as version `base + 1` or not at all: `Ok(None)` when another writer
+    /// committed after `base`, so that the caller can re-check what it read and try again.
+    fn append_after(
+        &self,
+        files: Vec<DataFile>,
+        txn: Option<AppTxn>,
+        base: u64,
+    ) -> impl Future<Output = Result<Option<AppendOutcome>>> + Send;
+
     /// The highest batch number committed by writer `app_id`, if any.
     fn txn_version(&self, app_id: &str) -> impl Future<Output = Result<Option<i64>>> + Send;
 
@@ -73,4 +82,7 @@ pub trait TableLog: Send + Sync {
 
     /// Every commit from version 0 to the latest still in the log, oldest first.
     fn history(&self) -> impl Future<Output = Result<Vec<CommitRecord>>> + Send;
+
+    /// The commits `from..=to` still in the log, oldest first.
+    fn commits(&self, from: u64, to: u64) -> impl Future<Output = Result<Vec<CommitRecord>>> + Send;
 }
