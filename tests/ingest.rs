@@ -69,22 +69,29 @@ fn growing_phantom_source_adds_only_new_samples() {
     });
 }
 
+/// `ecamp ARGS` with its output captured, ready to be spawned alongside others.
+fn spawn_ecamp(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ecamp"));
+    c.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c
+}
+
 #[test]
 fn four_partitions_started_together_on_s3_ingest_each_sample_once() {
     let Some(bucket) = s3_bucket() else { return };
     let url = format!("s3://{bucket}/{}", unique("partitions"));
     let children: Vec<_> = (0..4)
         .map(|i| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
-                .args(["ingest", "--quiet", "--json", "--workers", "1", "--dataset", &url])
+            spawn_ecamp(&["ingest", "--quiet", "--json", "--workers", "1", "--dataset", &url])
                 .args(["--source", "phantom:120:3", "--image-size", "64", "--batch-rows", "10"])
                 .args(["--partition", &format!("{i}/4")])
-                .output()
+                .spawn()
+                .expect("spawn ingest")
         })
         .collect();
     let mut total = 0;
     for c in children {
-        let out = c.expect("run");
+        let out = c.wait_with_output().expect("wait");
         assert!(out.status.success(), "{}", text(&out));
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(s["other_partitions"].as_u64().expect("n") + s["ingested"].as_u64().expect("n"), 120);
@@ -104,15 +111,15 @@ fn concurrent_unpartitioned_ingests(url: &str) {
     assert!(init.status.success(), "{}", text(&init));
     let children: Vec<_> = (0..3)
         .map(|_| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
-                .args(["ingest", "--quiet", "--json", "--workers", "1", "--dataset", url])
+            spawn_ecamp(&["ingest", "--quiet", "--json", "--workers", "1", "--dataset", url])
                 .args(["--source", "phantom:90:4", "--image-size", "64", "--batch-rows", "5"])
-                .output()
+                .spawn()
+                .expect("spawn ingest")
         })
         .collect();
     let mut total = 0;
     for c in children {
-        let out = c.expect("run");
+        let out = c.wait_with_output().expect("wait");
         assert!(out.status.success(), "{}", text(&out));
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));

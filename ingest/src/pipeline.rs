@@ -546,6 +546,7 @@ fn commit(
     let reports: Vec<&str> = batch.iter().map(|p| p.sample.report.as_str()).collect();
     let producer = distiller.producer();
     let mut annotations = Vec::with_capacity(batch.len());
+    let mut failed: HashSet<String> = HashSet::new();
     for (p, d) in batch.iter().zip(distiller.distill_batch(&reports)) {
         match d {
             Ok(d) => annotations.push(AnnotationRow {
@@ -556,7 +557,9 @@ fn commit(
                 producer: producer.clone(),
                 created_at_us: now,
             }),
-            Err(_) => summary.distill_failed += 1,
+            Err(_) => {
+                failed.insert(p.sample.sample_id.clone());
+            }
         }
     }
     let labels: Vec<LabelRow> = batch
@@ -588,7 +591,9 @@ fn commit(
     if landed.outcome.is_some() {
         summary.commits += 1;
     }
-    summary.passthrough += landed.committed.iter().filter(|s| passthrough.contains(&s.sample_id)).count();
+    let count = |set: &HashSet<String>| landed.committed.iter().filter(|s| set.contains(&s.sample_id)).count();
+    summary.passthrough += count(&passthrough);
+    summary.distill_failed += count(&failed);
     summary.ingested += landed.committed.len();
     summary.image_bytes += landed.committed.iter().map(|s| s.image.len() as u64).sum::<u64>();
     Ok(())

@@ -18,8 +18,9 @@ use crate::shard::DataFile;
 /// committed, so the dataset as a whole keeps moving; this bounds one writer's wait.
 const RACES: u32 = 500;
 
-/// The sample ids and image hashes a samples table holds at one version.
-#[derive(Debug, Clone, Default)]
+/// The sample ids and image hashes a samples table holds at one version (from
+/// [`Dataset::sample_keys`]).
+#[derive(Debug, Clone)]
 pub struct SampleKeys {
     version: u64,
     ids: HashSet<String>,
@@ -100,7 +101,7 @@ impl Dataset {
     pub async fn sample_keys(&self) -> Result<SampleKeys> {
         let log = self.table(TableKind::Samples);
         let version = log.latest_version().await?;
-        let mut keys = SampleKeys { version, ..Default::default() };
+        let mut keys = SampleKeys { version, ids: HashSet::new(), hashes: HashSet::new() };
         self.read_keys(&log.files(version).await?, &mut keys).await?;
         Ok(keys)
     }
@@ -112,11 +113,14 @@ impl Dataset {
         if latest == keys.version {
             return Ok(());
         }
-        let commits = if latest > keys.version { log.commits(keys.version + 1, latest).await? } else { Vec::new() };
         // A log rewritten behind us, expired entries or removed files: the commits alone no
         // longer say what the table holds, so read it whole.
-        if commits.len() as u64 != latest.saturating_sub(keys.version) || commits.iter().any(|c| !c.removed.is_empty())
-        {
+        if latest < keys.version {
+            *keys = self.sample_keys().await?;
+            return Ok(());
+        }
+        let commits = log.commits(keys.version + 1, latest).await?;
+        if commits.len() as u64 != latest - keys.version || commits.iter().any(|c| !c.removed.is_empty()) {
             *keys = self.sample_keys().await?;
             return Ok(());
         }
@@ -175,11 +179,18 @@ impl Dataset {
             }
             let files = self.upload(TableKind::Samples, &schema::samples_batch(&rows)?).await?;
             loop {
-                if let Some(outcome) = log.append_after(files.clone(), txn.clone(), keys.version).await? {
+                let base = keys.version;
+                if let Some(outcome) = log.append_after(files.clone(), txn.clone(), base).await? {
                     if let AppendOutcome::Committed(v) = outcome {
                         keys.version = v;
                     }
                     return Ok(landed(out, rows, outcome, keys));
+                }
+                // A commit whose answer was lost to a fault and then retried reads as a lost
+                // race: our own files, already in the log, must not be discarded.
+                if let Some(v) = self.committed_after(&files, base).await? {
+                    self.refresh_keys(keys).await?;
+                    return Ok(landed(out, rows, AppendOutcome::Committed(v), keys));
                 }
                 races += 1;
                 if races >= RACES {
@@ -191,7 +202,10 @@ impl Dataset {
                     });
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
-                self.refresh_keys(keys).await?;
+                if let Err(e) = self.refresh_keys(keys).await {
+                    self.discard(TableKind::Samples, &files).await;
+                    return Err(e);
+                }
                 if rows.iter().any(|r| keys.holds(r)) {
                     // The uploaded files hold rows that are no longer new: write them anew.
                     self.discard(TableKind::Samples, &files).await;
@@ -199,6 +213,17 @@ impl Dataset {
                 }
             }
         }
+    }
+
+    /// The version after `base` that added `files`, if one did.
+    async fn committed_after(&self, files: &[DataFile], base: u64) -> Result<Option<u64>> {
+        let log = self.table(TableKind::Samples);
+        let latest = log.latest_version().await?;
+        let Some(first) = files.first().filter(|_| latest > base) else {
+            return Ok(None);
+        };
+        let commits = log.commits(base + 1, latest).await?;
+        Ok(commits.iter().find(|c| c.added.iter().any(|f| f.path == first.path)).map(|c| c.version))
     }
 }
 
@@ -235,7 +260,7 @@ mod tests {
 
     #[test]
     fn admit_drops_held_and_repeated_ids_and_images_keeping_the_first() {
-        let mut keys = SampleKeys::default();
+        let mut keys = SampleKeys { version: 0, ids: HashSet::new(), hashes: HashSet::new() };
         keys.insert(["a".to_string()], ["ha".to_string()]);
         let rows = vec![
             row("a", "h1"), // held id
