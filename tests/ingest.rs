@@ -145,6 +145,35 @@ fn concurrent_unpartitioned_ingests_store_each_sample_once_on_s3() {
     }
 }
 
+/// Within one run, a repeated id and a repeated image are each stored once, also when they fall
+/// into different commits.
+#[test]
+fn repeated_ids_and_images_within_a_run_land_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (a, b) = (jpeg(64, 64, 1), jpeg(64, 64, 2));
+    let csv = format!(
+        "sample_id,image,report\nx,{},FINDINGS: one.\ny,{},FINDINGS: same bytes.\nx,{},FINDINGS: same id.\nz,{},FINDINGS: two.\n",
+        put(d, "a.jpg", &a),
+        put(d, "a-copy.jpg", &a),
+        put(d, "b.jpg", &b),
+        put(d, "b2.jpg", &jpeg(64, 64, 3)),
+    );
+    std::fs::write(d.join("m.csv"), csv).expect("csv");
+    let url = format!("file://{}/ds", d.display());
+    let manifest = format!("manifest:{}", d.join("m.csv").display());
+    let s = ingest(&["--dataset", &url, "--source", &manifest, "--image-size", "64", "--batch-rows", "1"]);
+    assert_eq!(
+        (s["ingested"].as_u64(), s["duplicate_ids"].as_u64(), s["duplicate_images"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{s}"
+    );
+    // Two workers: whichever of x and y commits first keeps the shared image.
+    let mut ids = sample_ids(&url);
+    ids.sort();
+    assert!(ids == ["x", "z"] || ids == ["y", "z"], "{ids:?}");
+}
+
 /// Writes `bytes` to `dir/name` and returns the name.
 fn put(dir: &Path, name: &str, bytes: &[u8]) -> String {
     std::fs::write(dir.join(name), bytes).expect("write");

@@ -331,11 +331,11 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     // landed, with the list of what was rejected lost.
     let mut rejects_file = open_rejects(opts)?;
     let ds = rt.block_on(Dataset::create(&opts.dataset))?;
-    // The listing skips what the dataset held at the start; the committer re-checks each batch
-    // against what other writers have committed since.
+    // The listing skips ids the dataset held at the start; the committer checks each batch, by
+    // id and by image hash, against the dataset as it is then (this run's and other writers'
+    // commits included).
     let keys = rt.block_on(ds.sample_keys())?;
-    let (mut known_ids, mut known_hashes) = (keys.ids().clone(), keys.hashes().clone());
-    let mut accepted_ids = known_ids.clone();
+    let mut listed: HashSet<String> = HashSet::new();
     let dicom_reports = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
         Arc::new(load_dicom_reports(&opts.source_opts)?)
     } else {
@@ -360,14 +360,14 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
             match entry {
                 Err(r) => rejects.push(r),
                 // Known ids are skipped before any image is read: re-runs over a grown source are cheap.
-                Ok(item) if known_ids.contains(&item.sample_id) => summary.duplicate_ids += 1,
-                Ok(item) => {
-                    known_ids.insert(item.sample_id.clone());
-                    todo.push(item);
+                Ok(item) if keys.ids().contains(&item.sample_id) || !listed.insert(item.sample_id.clone()) => {
+                    summary.duplicate_ids += 1
                 }
+                Ok(item) => todo.push(item),
             }
         }
     }
+    drop(listed);
     if opts.on_error == OnError::Fail
         && let Some(r) = rejects.first()
     {
@@ -439,11 +439,9 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
                 }
                 rejects.push(r);
             }
-            Ok(p) if known_hashes.contains(&p.sample.image_sha256) => summary.duplicate_images += 1,
-            // Ids resolved from the image (DICOM SOP instance UIDs) are checked here, not at listing.
-            Ok(p) if !accepted_ids.insert(p.sample.sample_id.clone()) => summary.duplicate_ids += 1,
+            // Duplicate images, and ids resolved from the image (DICOM SOP instance UIDs), are
+            // dropped by the committer.
             Ok(p) => {
-                known_hashes.insert(p.sample.image_sha256.clone());
                 batch_bytes += p.sample.image.len();
                 batch.push(p);
                 if batch.len() >= opts.batch_rows || batch_bytes >= opts.batch_bytes {
