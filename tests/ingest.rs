@@ -69,38 +69,57 @@ fn growing_phantom_source_adds_only_new_samples() {
     });
 }
 
-/// `ecamp ARGS` with its output captured, ready to be spawned alongside others.
-fn spawn_ecamp(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ecamp"));
-    c.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    c
+/// Runs one `ecamp ingest --json` per entry of `extra` (each added to `common`) at the same
+/// time, and returns their summaries.
+fn ingest_together(common: &[&str], extra: &[Vec<String>]) -> Vec<serde_json::Value> {
+    let children: Vec<_> = extra
+        .iter()
+        .map(|more| {
+            Command::new(env!("CARGO_BIN_EXE_ecamp"))
+                .args(["ingest", "--quiet", "--json", "--workers", "1"])
+                .args(common)
+                .args(more)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn ingest")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{}", text(&out));
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("summary JSON: {e}\n{}", text(&out)))
+        })
+        .collect()
+}
+
+/// Asserts that the dataset holds `n` samples with distinct ids.
+fn assert_each_once(url: &str, n: usize) {
+    let ids = sample_ids(url);
+    assert_eq!(ids.len(), n);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), n);
+}
+
+/// A summary count.
+fn count(s: &serde_json::Value, key: &str) -> u64 {
+    s[key].as_u64().unwrap_or_else(|| panic!("{key} in {s}"))
 }
 
 #[test]
 fn four_partitions_started_together_on_s3_ingest_each_sample_once() {
     let Some(bucket) = s3_bucket() else { return };
     let url = format!("s3://{bucket}/{}", unique("partitions"));
-    let children: Vec<_> = (0..4)
-        .map(|i| {
-            spawn_ecamp(&["ingest", "--quiet", "--json", "--workers", "1", "--dataset", &url])
-                .args(["--source", "phantom:120:3", "--image-size", "64", "--batch-rows", "10"])
-                .args(["--partition", &format!("{i}/4")])
-                .spawn()
-                .expect("spawn ingest")
-        })
-        .collect();
+    let common = ["--dataset", &url, "--source", "phantom:120:3", "--image-size", "64", "--batch-rows", "10"];
+    let parts: Vec<Vec<String>> = (0..4).map(|i| vec!["--partition".into(), format!("{i}/4")]).collect();
     let mut total = 0;
-    for c in children {
-        let out = c.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{}", text(&out));
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        assert_eq!(s["other_partitions"].as_u64().expect("n") + s["ingested"].as_u64().expect("n"), 120);
-        total += s["ingested"].as_u64().expect("n");
+    for s in ingest_together(&common, &parts) {
+        assert_eq!(count(&s, "other_partitions") + count(&s, "ingested"), 120);
+        total += count(&s, "ingested");
     }
     assert_eq!(total, 120);
-    let ids = sample_ids(&url);
-    assert_eq!(ids.len(), 120);
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 120);
+    assert_each_once(&url, 120);
 }
 
 /// Three unpartitioned ingests of one source started together: each sample lands once, and the
@@ -109,27 +128,14 @@ fn concurrent_unpartitioned_ingests(url: &str) {
     // Created first, so that no writer is still creating it while the others ingest.
     let init = ecamp(&["init", "--dataset", url]);
     assert!(init.status.success(), "{}", text(&init));
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            spawn_ecamp(&["ingest", "--quiet", "--json", "--workers", "1", "--dataset", url])
-                .args(["--source", "phantom:90:4", "--image-size", "64", "--batch-rows", "5"])
-                .spawn()
-                .expect("spawn ingest")
-        })
-        .collect();
+    let common = ["--dataset", url, "--source", "phantom:90:4", "--image-size", "64", "--batch-rows", "5"];
     let mut total = 0;
-    for c in children {
-        let out = c.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{}", text(&out));
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
-        assert_eq!(n("ingested") + n("duplicate_ids") + n("duplicate_images"), 90, "{s}");
-        total += n("ingested");
+    for s in ingest_together(&common, &[vec![], vec![], vec![]]) {
+        assert_eq!(count(&s, "ingested") + count(&s, "duplicate_ids") + count(&s, "duplicate_images"), 90, "{s}");
+        total += count(&s, "ingested");
     }
     assert_eq!(total, 90);
-    let ids = sample_ids(url);
-    assert_eq!(ids.len(), 90);
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 90);
+    assert_each_once(url, 90);
 }
 
 #[test]
