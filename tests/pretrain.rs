@@ -117,6 +117,8 @@ fn interrupted_and_resumed_run_repeats_every_step() {
         &whole.display().to_string(),
         "--batch-size",
         "8",
+        "--accum",
+        "2",
         "--max-steps",
         "5",
         "-q",
@@ -138,6 +140,72 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("snapshot") && !err.contains("panicked"), "{}", text(&out));
+}
+
+/// The failure modes of a run folder: a save cut short (newest checkpoint without state.json),
+/// a rewound resume interrupted, a resume with other settings, and a second trainer.
+#[test]
+fn damaged_rewound_changed_and_concurrent_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = phantom_dataset(dir.path(), 48, 7);
+    let whole = dir.path().join("whole");
+    pretrain(&url, &whole, &["--max-steps", "10"]);
+    let want: Vec<_> = MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
+    let run = dir.path().join("run");
+    let run_s = run.display().to_string();
+    pretrain(&url, &run, &["--max-steps", "6"]);
+    let ckpt = |step: u64| run.join(format!("checkpoints/step-{step:08}"));
+
+    // A save cut short: the newest checkpoint lacks its state.json. A fresh run is still
+    // refused (the folder holds a run); resuming falls back to the newest whole checkpoint.
+    std::fs::remove_file(ckpt(6).join("state.json")).expect("damage");
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run_s, "--max-steps", "1", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"), "{}", text(&out));
+    assert_eq!(MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").len(), 6, "history kept");
+    pretrain(&url, &run, &["--max-steps", "8", "--resume", &run_s]);
+    let got: Vec<_> = MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
+    assert_eq!(got, want[..8], "resumed from step 4, the damaged step 6 saved anew");
+    assert!(ckpt(6).join("state.json").is_file());
+
+    // Rewound to step 2 and interrupted at step 3 (no checkpoint): resuming the run continues
+    // from step 2, where its metrics end, not from step 8 of the abandoned trajectory.
+    let step2 = ckpt(2).display().to_string();
+    pretrain(&url, &run, &["--max-steps", "3", "--resume", &step2]);
+    pretrain(&url, &run, &["--max-steps", "10", "--resume", &run_s]);
+    let got: Vec<_> = MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
+    assert_eq!(got, want, "every step once, as in the uninterrupted run");
+
+    // Other training settings would make another run: refused, naming them.
+    let out = ecamp(&[
+        "pretrain",
+        "--dataset",
+        &url,
+        "--out",
+        &run_s,
+        "--resume",
+        &run_s,
+        "--batch-size",
+        "8",
+        "--accum",
+        "2",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.0005",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("training settings") && err.contains("lr 0.001 → 0.0005"), "{}", text(&out));
+
+    // A second trainer on the same folder is refused while the first holds it.
+    let lock = std::fs::File::open(run.join(".lock")).expect("lock file");
+    lock.lock().expect("hold the lock");
+    let out = ecamp(&["pretrain", "--dataset", &url, "--out", &run_s, "--resume", &run_s, "--max-steps", "12", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another process is training"), "{}", text(&out));
+    drop(lock);
 }
 
 #[test]

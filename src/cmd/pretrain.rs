@@ -24,8 +24,10 @@ use super::print_json;
 #[command(after_help = "\
 The run folder gets metrics.jsonl (one line per step: the three losses, lr, data wait, step time),
 checkpoints/step-NNNNNNNN/ (weights, optimizer, loader cursor, snapshot id, full config) and
-checkpoints/latest. --resume DIR continues a run exactly (same per-step losses on ndarray); the
-snapshot must be the same one. Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs,
+checkpoints/latest. --resume DIR continues a run exactly (same per-step losses on ndarray): pass the
+flags the run was started with (snapshot, model and training settings must match; --epochs,
+--max-steps and --checkpoint-every may change). Resuming from an earlier checkpoint of the same run
+rewinds it. One trainer per run folder at a time (run/.lock). Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs,
 lr 1e-3, batch 16; base = the official 120 of 200 epochs, lr 1.5e-4, batch 256.")]
 pub struct Args {
     /// Dataset URL.

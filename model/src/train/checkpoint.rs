@@ -78,15 +78,86 @@ pub fn save<B: AutodiffBackend>(
     write_checksums(&tmp)?;
     let json = serde_json::to_string_pretty(state).map_err(|e| ckpt_err(&tmp, e))?;
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
+    // Replacing a checkpoint of the same step (a rewound run saving again): the old one is
+    // moved aside, not deleted, until the new one is in place, so a crash leaves one of them
+    // whole (`locate` falls back to the newest whole checkpoint).
+    let old = root.join(format!(".{name}.old"));
     if done.exists() {
-        std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        std::fs::rename(&done, &old).map_err(io_err(&done))?;
     }
     std::fs::rename(&tmp, &done).map_err(io_err(&done))?;
+    write_latest(&root, &name)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(done)
+}
+
+/// Names checkpoint `name` in `root/latest`, atomically.
+fn write_latest(root: &Path, name: &str) -> Result<(), TrainError> {
     let latest = root.join("latest");
     let latest_tmp = root.join(".latest.tmp");
-    std::fs::write(&latest_tmp, &name).map_err(io_err(&latest_tmp))?;
-    std::fs::rename(&latest_tmp, &latest).map_err(io_err(&latest))?;
-    Ok(done)
+    std::fs::write(&latest_tmp, name).map_err(io_err(&latest_tmp))?;
+    std::fs::rename(&latest_tmp, &latest).map_err(io_err(&latest))
+}
+
+/// Makes `ckpt` the latest checkpoint of `run_dir` when it is one of that run's own (a resume
+/// from an earlier checkpoint of the run); checkpoints elsewhere leave `run_dir` alone.
+pub fn point_latest_at(run_dir: &Path, ckpt: &Path) -> Result<(), TrainError> {
+    let root = run_dir.join("checkpoints");
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    match (canonical(ckpt).parent(), ckpt.file_name().and_then(|n| n.to_str())) {
+        (Some(parent), Some(name)) if parent == canonical(&root) => write_latest(&root, name),
+        _ => Ok(()),
+    }
+}
+
+/// The step a checkpoint folder (`step-NNNNNNNN`) was saved at.
+pub fn step_of(dir: &Path) -> Option<u64> {
+    dir.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+}
+
+/// Whether `run_dir` holds checkpoints, intact or not (a `latest` file or a `step-*` folder).
+pub fn has_checkpoints(run_dir: &Path) -> bool {
+    let root = run_dir.join("checkpoints");
+    root.join("latest").exists() || !step_dirs(&root).is_empty()
+}
+
+/// The `step-*` folders under `root`, oldest step first.
+fn step_dirs(root: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(u64, PathBuf)> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).filter_map(|p| Some((step_of(&p)?, p))).collect();
+    dirs.sort();
+    dirs
+}
+
+/// An exclusive lock on a run folder, held while it lives.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Locks `run_dir` for one trainer (`run_dir/.lock`); refused while another process holds it.
+/// The operating system releases the lock when the process ends, however it ends.
+pub fn lock_run(run_dir: &Path) -> Result<RunLock, TrainError> {
+    let path = run_dir.join(".lock");
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::Config(format!(
+            "another process is training into {} (it holds {}); wait for it, or choose another --out",
+            run_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
 }
 
 /// The tensor files of a checkpoint, as listed in its [`CHECKSUMS`].
@@ -132,20 +203,31 @@ fn verify(dir: &Path, file: &str) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The checkpoint folder `path` names: a checkpoint itself, or a run folder (its latest).
+/// The checkpoint folder `path` names: a checkpoint itself, or a run folder (its latest). When
+/// a run folder's `latest` is missing or names a folder without `state.json` (a crash between
+/// the steps of a save), its newest checkpoint that has one is used, with a warning.
 pub fn locate(path: &Path) -> Result<PathBuf, TrainError> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
     }
-    let latest = path.join("checkpoints").join("latest");
-    let name = std::fs::read_to_string(&latest).map_err(|e| {
-        ckpt_err(path, format!("neither a checkpoint (no state.json) nor a run folder ({latest:?}: {e})"))
-    })?;
-    let dir = path.join("checkpoints").join(name.trim());
-    if dir.join("state.json").is_file() {
-        Ok(dir)
-    } else {
-        Err(ckpt_err(&dir, "named by checkpoints/latest but has no state.json"))
+    let root = path.join("checkpoints");
+    let latest = root.join("latest");
+    let problem = match std::fs::read_to_string(&latest) {
+        Ok(name) => {
+            let dir = root.join(name.trim());
+            if dir.join("state.json").is_file() {
+                return Ok(dir);
+            }
+            ckpt_err(&dir, "named by checkpoints/latest but has no state.json")
+        }
+        Err(e) => ckpt_err(path, format!("neither a checkpoint (no state.json) nor a run folder ({latest:?}: {e})")),
+    };
+    match step_dirs(&root).into_iter().rev().find(|(_, d)| d.join("state.json").is_file()) {
+        Some((_, dir)) => {
+            tracing::warn!("{problem}; using {}, the newest checkpoint with a state.json", dir.display());
+            Ok(dir)
+        }
+        None => Err(problem),
     }
 }
 

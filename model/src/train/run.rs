@@ -88,8 +88,11 @@ pub fn fit<B: AutodiffBackend>(
             lead.config().batch_size
         )));
     }
-    refuse_existing_run(run_dir, resume)?;
     std::fs::create_dir_all(run_dir).map_err(super::io_err(run_dir))?;
+    // Held until the run returns: a second trainer on this folder would interleave its metrics
+    // and checkpoints with ours.
+    let _lock = checkpoint::lock_run(run_dir)?;
+    refuse_existing_run(run_dir, resume)?;
     let fresh = RunState {
         format: FORMAT,
         step: 0,
@@ -122,6 +125,9 @@ pub fn fit<B: AutodiffBackend>(
         let dir = checkpoint::locate(path)?;
         let saved = checkpoint::load_state(&dir)?;
         check_resume(&dir, &saved, &state)?;
+        // Rewinding a run to an earlier checkpoint of its own: from now on that one is its
+        // latest, so that an interruption resumes where the metrics continue.
+        checkpoint::point_latest_at(run_dir, &dir)?;
         (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
         // A checkpoint from before fingerprints were recorded gets this run's from now on.
         state = RunState { train: train.clone(), vocab: saved.vocab.clone().or(state.vocab), ..saved };
@@ -273,7 +279,8 @@ pub fn fit<B: AutodiffBackend>(
         cursor = Cursor { epoch: cursor.epoch + 1, samples: 0 };
         (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
     }
-    if pending == 0 && state.step > start_step {
+    let saved_now = last_checkpoint.as_deref().and_then(checkpoint::step_of) == Some(state.step);
+    if pending == 0 && state.step > start_step && !saved_now {
         last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
     }
     Ok(record.summary(&state, state.step - start_step, last_checkpoint))
@@ -306,8 +313,8 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The fields two model configs differ in, as `name saved → now`.
-fn config_diff(saved: &EcampConfig, now: &EcampConfig) -> String {
+/// The fields two configs differ in, as `name saved → now`, leaving out `free` ones.
+fn config_diff<T: serde::Serialize + std::fmt::Debug>(saved: &T, now: &T, free: &[&str]) -> String {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
         (serde_json::to_value(saved), serde_json::to_value(now))
     else {
@@ -315,17 +322,22 @@ fn config_diff(saved: &EcampConfig, now: &EcampConfig) -> String {
     };
     let diffs: Vec<String> = a
         .iter()
-        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .filter(|(k, v)| !free.contains(&k.as_str()) && b.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k} {v} → {}", b.get(k).unwrap_or(&serde_json::Value::Null)))
         .collect();
     diffs.join(", ")
 }
 
+/// Training settings a resumed run may change: how long it runs, how often it saves, and the
+/// initial weights (which a resume replaces with the checkpoint's).
+const RESUME_FREE: &[&str] = &["epochs", "max_steps", "checkpoint_every", "init_weights"];
+
 /// Training into `run_dir` would truncate the metrics and replace the checkpoints of a run it
 /// already holds: refused, unless resuming that same run. A folder whose run stopped before
-/// its first checkpoint has nothing to resume and is reused.
+/// its first checkpoint has nothing to resume and is reused; one whose checkpoints are damaged
+/// is not (it still holds the metrics and whatever checkpoints are intact).
 fn refuse_existing_run(run_dir: &Path, resume: Option<&Path>) -> Result<(), TrainError> {
-    if checkpoint::locate(run_dir).is_err() {
+    if !checkpoint::has_checkpoints(run_dir) {
         return Ok(());
     }
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -349,12 +361,14 @@ fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), Trai
     if saved.snapshot_id != now.snapshot_id {
         return Err(mismatch("snapshot", &saved.snapshot_id, &now.snapshot_id));
     }
+    let differs = |what: &str, diff: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: format!("was trained with other {what}: {diff}"),
+    };
     if saved.model != now.model {
-        return Err(TrainError::Checkpoint {
-            path: dir.to_path_buf(),
-            reason: format!("was trained with another model config: {}", config_diff(&saved.model, &now.model)),
-        });
+        return Err(differs("model settings", config_diff(&saved.model, &now.model, &[])));
     }
+
     if let (Some(a), Some(b)) = (&saved.vocab, &now.vocab)
         && a != b
     {
@@ -369,6 +383,11 @@ fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), Trai
             &(saved.loader_seed, saved.batch_size),
             &(now.loader_seed, now.batch_size),
         ));
+    }
+    // Every other setting changes the trajectory: a resumed run would not be the run it continues.
+    let train = config_diff(&saved.train, &now.train, RESUME_FREE);
+    if !train.is_empty() {
+        return Err(differs("training settings (pass the same flags as the run it continues)", train));
     }
     Ok(())
 }
