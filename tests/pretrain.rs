@@ -208,6 +208,46 @@ fn damaged_rewound_changed_and_concurrent_runs() {
     drop(lock);
 }
 
+/// Ctrl-C (SIGINT) during training saves a checkpoint at the next optimizer step and exits with
+/// 130; resuming from it repeats the uninterrupted run.
+#[test]
+fn interrupt_saves_a_checkpoint_to_resume_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = phantom_dataset(dir.path(), 48, 7);
+    let whole = dir.path().join("whole");
+    pretrain(&url, &whole, &["--max-steps", "12"]);
+    let want: Vec<_> = MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
+    let run = dir.path().join("run");
+    let run_s = run.display().to_string();
+    // No periodic checkpoints: without the stop, an interrupt would leave nothing to resume.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
+        .args(["pretrain", "--dataset", &url, "--out", &run_s, "--batch-size", "8", "--accum", "2", "-q"])
+        .args(["--workers", "1", "--checkpoint-every", "0", "--epochs", "3", "--max-steps", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pretrain");
+    let metrics = run.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no third step within two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let done = MetricsLog::read(&metrics).expect("metrics");
+    let stopped = done.len() as u64;
+    assert!(stopped < 12 && stopped.is_multiple_of(2), "stopped at step {stopped}, an optimizer step");
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).expect("latest");
+    assert_eq!(latest.trim(), format!("step-{stopped:08}"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", text(&out));
+    pretrain(&url, &run, &["--max-steps", "12", "--resume", &run_s]);
+    let got: Vec<_> = MetricsLog::read(&metrics).expect("metrics").iter().map(numbers).collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");

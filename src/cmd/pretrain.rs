@@ -27,7 +27,8 @@ checkpoints/step-NNNNNNNN/ (weights, optimizer, loader cursor, snapshot id, full
 checkpoints/latest. --resume DIR continues a run exactly (same per-step losses on ndarray): pass the
 flags the run was started with (snapshot, model and training settings must match; --epochs,
 --max-steps and --checkpoint-every may change). Resuming from an earlier checkpoint of the same run
-rewinds it. One trainer per run folder at a time (run/.lock). Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs,
+rewinds it. One trainer per run folder at a time (run/.lock). Ctrl-C or SIGTERM stops after the
+optimizer step in progress and saves a checkpoint (exit 130 / 143); a second one stops at once. Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs,
 lr 1e-3, batch 16; base = the official 120 of 200 epochs, lr 1.5e-4, batch 256.")]
 pub struct Args {
     /// Dataset URL.
@@ -206,6 +207,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let (out, resume, quiet, backend) = (a.out.clone(), a.resume.clone(), a.quiet, a.backend);
+    interrupt::install();
     let summary = tokio::task::spawn_blocking(move || {
         let mut line = ProgressLine::new(quiet, train.epochs);
         let mut progress = |m: &StepMetrics| line.show(m);
@@ -226,7 +228,43 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         let names: Vec<String> = plots.iter().map(|p| p.display().to_string()).collect();
         println!("plots: {}", names.join(", "));
     }
-    Ok(ExitCode::SUCCESS)
+    match summary.stopped_by {
+        // The shell's convention for a process ended by a signal: 128 + its number.
+        Some(signal) => {
+            eprintln!(
+                "stopped by signal {signal} after step {}; continue with --resume {}",
+                summary.steps,
+                a.out.display()
+            );
+            Ok(ExitCode::from((128 + signal).clamp(1, 255) as u8))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+mod interrupt {
+    //! SIGINT and SIGTERM during pre-training: the first asks the trainer to stop after the
+    //! optimizer step in progress and save a checkpoint; a second one ends the process at once.
+
+    /// Installs the handlers (idempotent).
+    pub fn install() {
+        #[cfg(unix)]
+        // SAFETY: `on_signal` only does async-signal-safe work (an atomic load and store, `_exit`).
+        unsafe {
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+    }
+
+    #[cfg(unix)]
+    extern "C" fn on_signal(signal: libc::c_int) {
+        if ecamp_model::train::stop::requested().is_some() {
+            // SAFETY: `_exit` is async-signal-safe and ends the process without unwinding.
+            unsafe { libc::_exit(128 + signal) };
+        }
+        ecamp_model::train::stop::request(signal);
+    }
 }
 
 #[cfg(feature = "cuda")]

@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod metrics;
 pub mod optim;
 pub mod run;
+pub mod stop;
 
 pub use config::TrainConfig;
 pub use run::{Progress, Summary, fit};

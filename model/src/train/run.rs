@@ -45,6 +45,10 @@ pub struct Summary {
     pub mean_step_s: f64,
     /// Samples the loader skipped in this call (hash mismatch, undecodable image), over all ranks.
     pub skipped_samples: u64,
+    /// Why the run ended before its end, when [`super::stop::request`] asked it to (the code
+    /// given there, e.g. a signal number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<i32>,
 }
 
 /// Starts a run in `run_dir` (fresh, or from the checkpoint `resume` names) and trains until
@@ -272,6 +276,14 @@ pub fn fit<B: AutodiffBackend>(
             if limit_reached(state.step) {
                 break 'epochs;
             }
+            // A stop request waits for the accumulation group, so the checkpoint below holds
+            // every batch trained.
+            if pending == 0
+                && let Some(why) = super::stop::requested()
+            {
+                tracing::warn!("stop requested ({why}): saving a checkpoint at step {}", state.step);
+                break 'epochs;
+            }
         }
         // Epoch done: the official loop drops a partial accumulation group here.
         accumulators = devices.iter().map(|_| GradientsAccumulator::new()).collect();
@@ -283,7 +295,10 @@ pub fn fit<B: AutodiffBackend>(
     if pending == 0 && state.step > start_step && !saved_now {
         last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
     }
-    Ok(record.summary(&state, state.step - start_step, last_checkpoint))
+    let mut summary = record.summary(&state, state.step - start_step, last_checkpoint);
+    let finished = cursor.epoch >= train.epochs || limit_reached(state.step);
+    summary.stopped_by = super::stop::requested().filter(|_| !finished);
+    Ok(summary)
 }
 
 /// Loader `d` must be rank `d` of `world`, all on one snapshot with the same order and augmentation settings.
@@ -438,6 +453,7 @@ impl Record {
             data_wait_p99_s: q(0.99),
             mean_step_s: self.steps.iter().sum::<f64>() / self.steps.len().max(1) as f64,
             skipped_samples: self.skipped,
+            stopped_by: None,
         }
     }
 }
