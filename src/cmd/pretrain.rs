@@ -207,7 +207,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let (out, resume, quiet, backend) = (a.out.clone(), a.resume.clone(), a.quiet, a.backend);
-    interrupt::install();
+    let handlers = interrupt::install();
     let summary = tokio::task::spawn_blocking(move || {
         let mut line = ProgressLine::new(quiet, train.epochs);
         let mut progress = |m: &StepMetrics| line.show(m);
@@ -221,6 +221,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     })
     .await??;
+    drop(handlers);
     let metrics = MetricsLog::read(&a.out.join("metrics.jsonl"))?;
     let plots = super::plots::write(&a.out, &metrics).context("cannot write the plots")?;
     report(&summary, &a.out, a.json)?;
@@ -246,12 +247,28 @@ mod interrupt {
     //! SIGINT and SIGTERM during pre-training: the first asks the trainer to stop after the
     //! optimizer step in progress and save a checkpoint; a second one ends the process at once.
 
-    /// Installs the handlers (idempotent).
-    pub fn install() {
+    /// The handlers, installed until this is dropped (then a signal ends the process again, as
+    /// it should during the steps of `ecamp demo` that follow pre-training).
+    pub struct Handlers;
+
+    /// Installs the handlers.
+    pub fn install() -> Handlers {
         #[cfg(unix)]
+        set(on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        Handlers
+    }
+
+    impl Drop for Handlers {
+        fn drop(&mut self) {
+            #[cfg(unix)]
+            set(libc::SIG_DFL);
+        }
+    }
+
+    #[cfg(unix)]
+    fn set(handler: libc::sighandler_t) {
         // SAFETY: `on_signal` only does async-signal-safe work (an atomic load and store, `_exit`).
         unsafe {
-            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::signal(libc::SIGINT, handler);
             libc::signal(libc::SIGTERM, handler);
         }
