@@ -248,6 +248,49 @@ fn interrupt_saves_a_checkpoint_to_resume_from() {
     assert_eq!(got, want);
 }
 
+/// A pinned snapshot fixes the vocabulary: a second one built later changes nothing for runs
+/// on the id, and an edited pinned vocabulary is refused.
+#[test]
+fn a_pinned_snapshot_fixes_the_vocabulary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = phantom_dataset(dir.path(), 16, 7);
+    let out = ecamp(&["snapshot", "pin", "--dataset", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let show = text(&ecamp(&["snapshot", "show", "--dataset", &url, &id]));
+    assert!(show.contains("vocabulary") && show.contains("_ecamp/vocab/"), "{show}");
+    let run = |name: &str| {
+        let run = dir.path().join(name);
+        pretrain(&url, &run, &["--snapshot", &id, "--max-steps", "2"]);
+        MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect::<Vec<_>>()
+    };
+    let before = run("before");
+    let out = ecamp(&["vocab", "build", "--dataset", &url, "--vocab-size", "300"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(run("after"), before, "the run on the id still tokenises with the pinned vocabulary");
+
+    // With two stored vocabularies a new pin must name one.
+    let out = ecamp(&["snapshot", "pin", "--dataset", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--vocab"), "{}", text(&out));
+
+    // The pinned file edited in place (same name) is refused, naming it.
+    let pinned = show.lines().find(|l| l.contains("_ecamp/vocab/")).and_then(|l| l.split_whitespace().nth(1));
+    let path = Path::new(&url).join(pinned.expect("the pinned vocabulary's path"));
+    let mut json = std::fs::read_to_string(&path).expect("vocabulary");
+    json = json.replacen("\"[UNK]\"", "\"[UNQ]\"", 1);
+    std::fs::write(&path, json).expect("edit");
+    let run_s = dir.path().join("edited").display().to_string();
+    let out = ecamp(&["pretrain", "--dataset", &url, "--snapshot", &id, "--out", &run_s, "--max-steps", "1", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(pinned.expect("path")), "{}", text(&out));
+
+    // An empty reference (an unset shell variable) is not "latest".
+    let out = ecamp(&["pretrain", "--dataset", &url, "--snapshot", "", "--out", &run_s, "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("empty snapshot reference"), "{}", text(&out));
+}
+
 #[test]
 fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");

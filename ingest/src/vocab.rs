@@ -168,12 +168,29 @@ pub async fn list_stored(ds: &Dataset) -> Result<Vec<String>> {
     Ok(paths)
 }
 
-/// Reads and checks a stored vocabulary (`path` relative to the dataset).
+/// Reads and checks a stored vocabulary (`path` relative to the dataset). A file named by its
+/// hash, as [`store`] names them, must still hash to its name.
 pub async fn fetch(ds: &Dataset, path: &str) -> Result<Tokenizer> {
     let loc = ds.location();
     let got = loc.store().get(&loc.path(path)).await.map_err(|e| loc.storage_error(path, &e))?;
     let bytes = got.bytes().await.map_err(|e| loc.storage_error(path, &e))?;
+    let stem = path.rsplit('/').next().and_then(|n| n.strip_suffix(".json")).unwrap_or("");
+    if stem.len() == 16 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let hash = ecamp_store::shard::sha256_hex(&bytes);
+        if !hash.starts_with(stem) {
+            return Err(IngestError::Vocab(format!(
+                "{path}: the content hashes to {}, not to its name: it changed after it was stored",
+                &hash[..16]
+            )));
+        }
+    }
     load(&bytes).map_err(|e| IngestError::Vocab(format!("{path}: {e}")))
+}
+
+/// Reads the vocabulary a snapshot pins, checking its size and sha256 against the pin.
+pub async fn fetch_pinned(ds: &Dataset, pin: &ecamp_store::DataFile) -> Result<Tokenizer> {
+    let bytes = ds.fetch_pinned(pin).await?;
+    load(&bytes).map_err(|e| IngestError::Vocab(format!("{}: {e}", pin.path)))
 }
 
 /// The tokenizer restricted to ids `< size` (spec-tiny's trick: the official vocabulary cut to

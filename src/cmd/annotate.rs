@@ -88,7 +88,7 @@ pub async fn annotate(a: &Args) -> anyhow::Result<Annotated> {
     let device = Default::default();
     let loaded = a.model.load::<Cpu>(&device)?;
     let mut config = loaded.config.clone();
-    let tok = super::pretrain::tokenizer(&ds, a.tokenizer.as_deref()).await?;
+    let tok = super::pretrain::tokenizer(&ds, snap.vocab.as_ref(), a.tokenizer.as_deref()).await?;
     let tok = super::pretrain::fit_vocabulary(tok, &mut config)?;
     // Another vocabulary gives the entity tokens other ids: the windows would be meaningless.
     let fingerprint = ecamp_loader::text::vocab_fingerprint(&tok);

@@ -14,7 +14,7 @@ use ecamp_loader::{Loader, LoaderConfig};
 use ecamp_model::EcampConfig;
 use ecamp_model::train::metrics::{MetricsLog, StepMetrics};
 use ecamp_model::train::{Summary, TrainConfig, fit};
-use ecamp_store::{Dataset, SnapshotRef};
+use ecamp_store::{DataFile, Dataset, SnapshotRef};
 use tokenizers::Tokenizer;
 
 use super::print_json;
@@ -56,7 +56,8 @@ pub struct Args {
     /// paper does: tensors the file has replace the initialisation, the rest keep it.
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
-    /// WordPiece tokenizer JSON; default: the vocabulary stored in the dataset (`ecamp vocab build`).
+    /// WordPiece tokenizer JSON; default: the vocabulary the snapshot pins, or else the one
+    /// stored in the dataset (`ecamp vocab build`).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Epochs to train.
@@ -166,7 +167,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     train.check().map_err(anyhow::Error::msg).context("invalid training settings")?;
 
     let ds = Dataset::open(&a.dataset).await.with_context(|| format!("cannot open dataset {}", a.dataset))?;
-    let tok = tokenizer(&ds, a.tokenizer.as_deref()).await?;
+    // A pinned snapshot may pin its vocabulary too (the loader opens the snapshot itself).
+    let pinned = match &a.snapshot {
+        SnapshotRef::Id(id) => ds.read_manifest(id).await.with_context(|| format!("cannot open snapshot {id}"))?.vocab,
+        SnapshotRef::Versions(_) => None,
+    };
+    let tok = tokenizer(&ds, pinned.as_ref(), a.tokenizer.as_deref()).await?;
     let tok = fit_vocabulary(tok, &mut model)?;
     model.check().map_err(anyhow::Error::msg).context("invalid model config")?;
     let text = TextPrep::new(&tok, TextConfig { max_len: model.max_len, ..TextConfig::default() })
@@ -323,16 +329,24 @@ mod cuda {
     }
 }
 
-/// The tokenizer: the given file, or the one vocabulary stored in the dataset.
-pub(super) async fn tokenizer(ds: &Dataset, path: Option<&Path>) -> anyhow::Result<Tokenizer> {
+/// The tokenizer: the given file, else the vocabulary the snapshot pins, else the one vocabulary
+/// stored in the dataset.
+pub(super) async fn tokenizer(
+    ds: &Dataset,
+    pinned: Option<&DataFile>,
+    path: Option<&Path>,
+) -> anyhow::Result<Tokenizer> {
     if let Some(path) = path {
         let bytes = read_regular(path, MAX_FILE_BYTES)
             .with_context(|| format!("cannot read the tokenizer {}", path.display()))?;
         return vocab::load(&bytes).with_context(|| format!("{} is not a usable tokenizer", path.display()));
     }
+    if let Some(pin) = pinned {
+        return vocab::fetch_pinned(ds, pin).await.context("cannot load the vocabulary the snapshot pins");
+    }
     let stored = vocab::list_stored(ds).await.context("cannot list the dataset's vocabularies")?;
     match stored.as_slice() {
-        [one] => vocab::fetch(ds, one).await.with_context(|| format!("cannot load {one}")),
+        [one] => vocab::fetch(ds, one).await.context("cannot load the dataset's vocabulary"),
         [] => bail!("the dataset has no stored vocabulary: run `ecamp vocab build` or pass --tokenizer"),
         many => {
             bail!("the dataset stores {} vocabularies ({}): choose one with --tokenizer", many.len(), many.join(", "))

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use ecamp_store::snapshot::diff;
 use ecamp_store::{Dataset, SnapshotRef, TableKind, TableLog, Verify};
 
@@ -22,8 +22,9 @@ pub struct DatasetArg {
 
 /// The snapshot subcommands.
 ///
-/// A snapshot is written as `snap-<hex>` (a pinned id), `latest`, or table versions `S[:A]`
-/// (samples version S, annotations version A; a missing or `latest` part means the newest).
+/// A snapshot is written as `snap-<hex>` (a pinned id), `latest`, or table versions `S[:A[:L]]`
+/// (samples version S, annotations version A, labels version L; a missing or `latest` part means
+/// the newest).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// List the versions of each table (time, rows, bytes) and the pinned snapshots.
@@ -32,7 +33,7 @@ pub enum Command {
     Show {
         #[command(flatten)]
         ds: DatasetArg,
-        /// The snapshot: snap-<hex>, latest, or S[:A].
+        /// The snapshot: snap-<hex>, latest, or S[:A[:L]].
         #[arg(default_value = "latest")]
         snapshot: SnapshotRef,
         /// Also read every file and check its sha256 (default: sizes only).
@@ -42,13 +43,19 @@ pub enum Command {
         #[arg(long)]
         files: bool,
     },
-    /// Pin table versions: write their manifest and print the snapshot id.
+    /// Pin table versions and the vocabulary: write their manifest and print the snapshot id.
+    ///
+    /// The vocabulary is the one stored in the dataset (`ecamp vocab build`), or the one named
+    /// with --vocab when it stores several; training on the id then tokenises with it.
     Pin {
         #[command(flatten)]
         ds: DatasetArg,
-        /// Versions to pin: latest or S[:A].
+        /// Versions to pin: latest or S[:A[:L]].
         #[arg(default_value = "latest")]
         snapshot: SnapshotRef,
+        /// The stored vocabulary to pin (`_ecamp/vocab/<hash>.json`, or just `<hash>`).
+        #[arg(long)]
+        vocab: Option<String>,
     },
     /// Files and rows added (and removed) between two snapshots or versions.
     Diff {
@@ -67,7 +74,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::List(a) => list(a).await,
         Command::Show { ds, snapshot, verify, files } => show(ds, snapshot, verify, files).await,
-        Command::Pin { ds, snapshot } => pin(ds, snapshot).await,
+        Command::Pin { ds, snapshot, vocab } => pin(ds, snapshot, vocab).await,
         Command::Diff { ds, from, to } => diff_cmd(ds, from, to).await,
     }
 }
@@ -153,6 +160,9 @@ async fn show(a: DatasetArg, r: SnapshotRef, verify: bool, list_files: bool) -> 
         return Ok(ExitCode::SUCCESS);
     }
     println!("snapshot {}", snap.id);
+    if let Some(v) = &snap.vocab {
+        println!("  {:<12} {}  {:>11}  sha256 {}", "vocabulary", v.path, human_bytes(v.size), v.sha256);
+    }
     for (kind, pin) in &snap.tables {
         println!(
             "  {:<12} version {:>5}  {:>5} files  {:>10} rows  {:>11}",
@@ -174,9 +184,18 @@ async fn show(a: DatasetArg, r: SnapshotRef, verify: bool, list_files: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn pin(a: DatasetArg, r: SnapshotRef) -> anyhow::Result<ExitCode> {
+async fn pin(a: DatasetArg, r: SnapshotRef, vocab: Option<String>) -> anyhow::Result<ExitCode> {
     let ds = open(&a).await?;
-    let snap = ds.resolve(&r).await.with_context(|| format!("cannot resolve {r}"))?;
+    let mut snap = ds.resolve(&r).await.with_context(|| format!("cannot resolve {r}"))?;
+    if let SnapshotRef::Id(id) = &r {
+        if vocab.is_some() {
+            bail!("{id} is pinned already; pin table versions (e.g. latest) to choose its vocabulary");
+        }
+    } else if let Some(path) = vocab_to_pin(&ds, vocab).await? {
+        // Checked before it is pinned: a vocabulary edited after it was stored is refused.
+        ecamp_ingest::vocab::fetch(&ds, &path).await.context("cannot pin the vocabulary")?;
+        snap = snap.with_vocab(ds.file_pin(&path).await.with_context(|| format!("cannot read {path}"))?);
+    }
     ds.pin(&snap).await.context("cannot write the snapshot manifest")?;
     if a.json {
         print_json(
@@ -186,6 +205,31 @@ async fn pin(a: DatasetArg, r: SnapshotRef) -> anyhow::Result<ExitCode> {
         println!("{}", snap.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stored vocabulary a new pin records: the one named, or the only one stored.
+async fn vocab_to_pin(ds: &Dataset, named: Option<String>) -> anyhow::Result<Option<String>> {
+    use ecamp_ingest::vocab::{VOCAB_DIR, list_stored};
+    let stored = list_stored(ds).await.context("cannot list the dataset's vocabularies")?;
+    match named {
+        Some(n) => {
+            let path =
+                if n.contains('/') { n.clone() } else { format!("{VOCAB_DIR}/{}.json", n.trim_end_matches(".json")) };
+            if !stored.contains(&path) {
+                bail!("the dataset stores no vocabulary {n} (it stores: {})", stored.join(", "));
+            }
+            Ok(Some(path))
+        }
+        None => match stored.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            many => bail!(
+                "the dataset stores {} vocabularies ({}): choose the one to pin with --vocab",
+                many.len(),
+                many.join(", ")
+            ),
+        },
+    }
 }
 
 async fn diff_cmd(a: DatasetArg, from: SnapshotRef, to: SnapshotRef) -> anyhow::Result<ExitCode> {

@@ -52,6 +52,10 @@ pub struct Snapshot {
     pub id: String,
     /// The pinned tables.
     pub tables: BTreeMap<TableKind, TablePin>,
+    /// The vocabulary pinned with the tables (its path relative to the dataset, size and
+    /// sha256; no rows): training on the id tokenises with exactly this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<DataFile>,
 }
 
 /// How a command names a snapshot.
@@ -103,8 +107,16 @@ impl FromStr for SnapshotRef {
                 Err(format!("'{s}' is not a snapshot id (snap- followed by hex digits)"))
             };
         }
+        // An unset shell variable must not quietly mean "latest".
+        if s.split(':').all(|p| p.trim().is_empty()) {
+            return Err(format!("'{s}' is an empty snapshot reference: write latest, S[:A[:L]] or snap-<hex>"));
+        }
         let parse = |p: Option<&str>| -> std::result::Result<Option<u64>, String> {
-            let p = p.unwrap_or("").trim().trim_start_matches('v');
+            let raw = p.unwrap_or("").trim();
+            if raw == "v" {
+                return Err("'v' is not a table version".to_string());
+            }
+            let p = raw.strip_prefix('v').unwrap_or(raw);
             if p.is_empty() || p == "latest" {
                 Ok(None)
             } else {
@@ -134,8 +146,9 @@ impl std::fmt::Display for SnapshotRef {
     }
 }
 
-/// The content id of a set of pinned tables.
-pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>) -> String {
+/// The content id of a set of pinned tables and, when pinned, a vocabulary (snapshots without
+/// one keep the ids they had before vocabularies were pinned).
+pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>, vocab: Option<&DataFile>) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
     for (kind, pin) in tables {
@@ -145,13 +158,23 @@ pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>) -> String {
             h.update(format!("\n{}\t{}\t{}\t{}", kind.name(), f.path, f.size, f.sha256).as_bytes());
         }
     }
+    if let Some(v) = vocab {
+        h.update(format!("\nvocab\t{}\t{}\t{}", v.path, v.size, v.sha256).as_bytes());
+    }
     format!("snap-{}", &hex::encode(h.finalize())[..32])
 }
 
 impl Snapshot {
     /// Builds a snapshot (and its id) from pinned tables.
     pub fn new(tables: BTreeMap<TableKind, TablePin>) -> Self {
-        Snapshot { format: FORMAT.into(), id: snapshot_id(&tables), tables }
+        Snapshot { format: FORMAT.into(), id: snapshot_id(&tables, None), tables, vocab: None }
+    }
+
+    /// The same tables with `vocab` (from [`Dataset::file_pin`]) pinned too; a new id.
+    pub fn with_vocab(mut self, vocab: DataFile) -> Self {
+        self.id = snapshot_id(&self.tables, Some(&vocab));
+        self.vocab = Some(vocab);
+        self
     }
 
     /// The pin of table `kind`.
@@ -161,7 +184,9 @@ impl Snapshot {
 
     /// Dataset-relative path of every pinned file with its record.
     pub fn files(&self) -> impl Iterator<Item = (String, &DataFile)> {
-        self.tables.iter().flat_map(|(k, p)| p.files.iter().map(move |f| (format!("{}/{}", k.name(), f.path), f)))
+        let tables =
+            self.tables.iter().flat_map(|(k, p)| p.files.iter().map(move |f| (format!("{}/{}", k.name(), f.path), f)));
+        tables.chain(self.vocab.iter().map(|v| (v.path.clone(), v)))
     }
 }
 
@@ -282,14 +307,41 @@ impl Dataset {
             path: rel.clone(),
             message: e.to_string(),
         })?;
-        let recomputed = snapshot_id(&snap.tables);
-        if snap.id != id || recomputed != id {
+        if snap.format != FORMAT {
+            return Err(StoreError::Malformed {
+                what: "snapshot manifest",
+                path: rel,
+                message: format!("format {:?}; this build reads {FORMAT:?}", snap.format),
+            });
+        }
+        if snap.id != id {
+            return Err(StoreError::Integrity {
+                path: rel,
+                reason: format!("the manifest records the id {}", snap.id),
+            });
+        }
+        let recomputed = snapshot_id(&snap.tables, snap.vocab.as_ref());
+        if recomputed != id {
             return Err(StoreError::Integrity {
                 path: rel,
                 reason: format!("manifest content hashes to {recomputed}, not {id}"),
             });
         }
         Ok(snap)
+    }
+
+    /// The record (size, sha256; no rows) of a dataset file outside the tables, for pinning it.
+    pub async fn file_pin(&self, rel: &str) -> Result<DataFile> {
+        let bytes = self
+            .get_json(rel)
+            .await?
+            .ok_or_else(|| StoreError::Integrity { path: rel.to_string(), reason: "file is missing".into() })?;
+        Ok(DataFile { path: rel.to_string(), size: bytes.len() as u64, rows: 0, sha256: shard::sha256_hex(&bytes) })
+    }
+
+    /// Reads a pinned dataset file (from [`Self::file_pin`]), checking its size and sha256.
+    pub async fn fetch_pinned(&self, pin: &DataFile) -> Result<bytes::Bytes> {
+        shard::fetch_verified(self.location(), &pin.path, pin).await
     }
 
     /// Checks every file of `snap`, failing on the first that is missing or differs.
@@ -372,16 +424,23 @@ mod tests {
         assert_eq!("latest".parse::<SnapshotRef>(), Ok(SnapshotRef::LATEST));
         assert!("snap-xyz".parse::<SnapshotRef>().is_err());
         assert!("x:y".parse::<SnapshotRef>().is_err());
+        for empty in ["", " ", ":", "::", "v", "v:1"] {
+            assert!(empty.parse::<SnapshotRef>().is_err(), "{empty:?}");
+        }
     }
 
     #[test]
     fn id_depends_on_every_field() {
         let f = DataFile { path: "a".into(), size: 1, rows: 1, sha256: "00".into() };
         let pin = |f: DataFile| BTreeMap::from([(TableKind::Samples, TablePin { version: 0, files: vec![f] })]);
-        let base = snapshot_id(&pin(f.clone()));
-        assert_eq!(base, snapshot_id(&pin(f.clone())));
-        assert_ne!(base, snapshot_id(&pin(DataFile { size: 2, ..f.clone() })));
-        assert_ne!(base, snapshot_id(&pin(DataFile { sha256: "01".into(), ..f.clone() })));
-        assert_ne!(base, snapshot_id(&pin(DataFile { path: "b".into(), ..f })));
+        let base = snapshot_id(&pin(f.clone()), None);
+        assert_eq!(base, snapshot_id(&pin(f.clone()), None));
+        assert_ne!(base, snapshot_id(&pin(DataFile { size: 2, ..f.clone() }), None));
+        assert_ne!(base, snapshot_id(&pin(DataFile { sha256: "01".into(), ..f.clone() }), None));
+        assert_ne!(base, snapshot_id(&pin(DataFile { path: "b".into(), ..f.clone() }), None));
+        let vocab = DataFile { path: "_ecamp/vocab/v.json".into(), size: 9, rows: 0, sha256: "02".into() };
+        let with = snapshot_id(&pin(f.clone()), Some(&vocab));
+        assert_ne!(base, with, "the vocabulary is part of the id");
+        assert_ne!(with, snapshot_id(&pin(f), Some(&DataFile { sha256: "03".into(), ..vocab })));
     }
 }
