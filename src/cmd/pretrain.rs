@@ -28,8 +28,9 @@ checkpoints/latest. --resume DIR continues a run exactly (same per-step losses o
 flags the run was started with (snapshot, model and training settings must match; --epochs,
 --max-steps and --checkpoint-every may change). Resuming from an earlier checkpoint of the same run
 rewinds it. One trainer per run folder at a time (run/.lock). Ctrl-C or SIGTERM stops after the
-optimizer step in progress and saves a checkpoint (exit 130 / 143); a second one stops at once. Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs,
-lr 1e-3, batch 16; base = the official 120 of 200 epochs, lr 1.5e-4, batch 256.")]
+optimizer step in progress and saves a checkpoint (exit 130 / 143); a second one stops at once.
+Defaults follow the preset: tiny = spec-tiny's 6 of 10 epochs, lr 1e-3, batch 16; base = the
+official 120 of 200 epochs, lr 1.5e-4, batch 256.")]
 pub struct Args {
     /// Dataset URL.
     #[arg(long, env = "ECAMP_DATASET")]

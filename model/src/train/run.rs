@@ -129,10 +129,10 @@ pub fn fit<B: AutodiffBackend>(
         let dir = checkpoint::locate(path)?;
         let saved = checkpoint::load_state(&dir)?;
         check_resume(&dir, &saved, &state)?;
+        (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
         // Rewinding a run to an earlier checkpoint of its own: from now on that one is its
         // latest, so that an interruption resumes where the metrics continue.
         checkpoint::point_latest_at(run_dir, &dir)?;
-        (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
         // A checkpoint from before fingerprints were recorded gets this run's from now on.
         state = RunState { train: train.clone(), vocab: saved.vocab.clone().or(state.vocab), ..saved };
         if state.epoch >= train.epochs || (train.max_steps > 0 && state.step >= train.max_steps) {
@@ -383,7 +383,6 @@ fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), Trai
     if saved.model != now.model {
         return Err(differs("model settings", config_diff(&saved.model, &now.model, &[])));
     }
-
     if let (Some(a), Some(b)) = (&saved.vocab, &now.vocab)
         && a != b
     {
