@@ -18,7 +18,10 @@ use crate::shard::{self, DataFile};
 
 /// Dataset-relative folder of pinned snapshot manifests.
 pub const SNAPSHOT_DIR: &str = "_ecamp/snapshots";
-const FORMAT: &str = "ecamp-snapshot/1";
+/// Manifest format of new snapshots: the id covers each table's version and its files' rows too.
+const FORMAT: &str = "ecamp-snapshot/2";
+/// The first format, still read: its id covers the files' paths, sizes and hashes only.
+const FORMAT_1: &str = "ecamp-snapshot/1";
 /// How many files are checked at once.
 const CHECK_CONCURRENCY: usize = 16;
 
@@ -146,16 +149,22 @@ impl std::fmt::Display for SnapshotRef {
     }
 }
 
-/// The content id of a set of pinned tables and, when pinned, a vocabulary (snapshots without
-/// one keep the ids they had before vocabularies were pinned).
-pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>, vocab: Option<&DataFile>) -> String {
+/// The content id of a set of pinned tables and, when pinned, a vocabulary, in manifest format
+/// `format` (`FORMAT_1` ids cover less; see [`FORMAT`]).
+pub fn snapshot_id(format: &str, tables: &BTreeMap<TableKind, TablePin>, vocab: Option<&DataFile>) -> String {
     let mut h = Sha256::new();
-    h.update(FORMAT.as_bytes());
+    h.update(format.as_bytes());
     for (kind, pin) in tables {
+        if format != FORMAT_1 {
+            h.update(format!("\n{}@{}", kind.name(), pin.version).as_bytes());
+        }
         let mut files: Vec<&DataFile> = pin.files.iter().collect();
         files.sort();
         for f in files {
             h.update(format!("\n{}\t{}\t{}\t{}", kind.name(), f.path, f.size, f.sha256).as_bytes());
+            if format != FORMAT_1 {
+                h.update(format!("\t{}", f.rows).as_bytes());
+            }
         }
     }
     if let Some(v) = vocab {
@@ -167,12 +176,12 @@ pub fn snapshot_id(tables: &BTreeMap<TableKind, TablePin>, vocab: Option<&DataFi
 impl Snapshot {
     /// Builds a snapshot (and its id) from pinned tables.
     pub fn new(tables: BTreeMap<TableKind, TablePin>) -> Self {
-        Snapshot { format: FORMAT.into(), id: snapshot_id(&tables, None), tables, vocab: None }
+        Snapshot { format: FORMAT.into(), id: snapshot_id(FORMAT, &tables, None), tables, vocab: None }
     }
 
     /// The same tables with `vocab` (from [`Dataset::file_pin`]) pinned too; a new id.
     pub fn with_vocab(mut self, vocab: DataFile) -> Self {
-        self.id = snapshot_id(&self.tables, Some(&vocab));
+        self.id = snapshot_id(&self.format, &self.tables, Some(&vocab));
         self.vocab = Some(vocab);
         self
     }
@@ -307,11 +316,11 @@ impl Dataset {
             path: rel.clone(),
             message: e.to_string(),
         })?;
-        if snap.format != FORMAT {
+        if snap.format != FORMAT && snap.format != FORMAT_1 {
             return Err(StoreError::Malformed {
                 what: "snapshot manifest",
                 path: rel,
-                message: format!("format {:?}; this build reads {FORMAT:?}", snap.format),
+                message: format!("format {:?}; this build reads {FORMAT:?} and {FORMAT_1:?}", snap.format),
             });
         }
         if snap.id != id {
@@ -320,7 +329,7 @@ impl Dataset {
                 reason: format!("the manifest records the id {}", snap.id),
             });
         }
-        let recomputed = snapshot_id(&snap.tables, snap.vocab.as_ref());
+        let recomputed = snapshot_id(&snap.format, &snap.tables, snap.vocab.as_ref());
         if recomputed != id {
             return Err(StoreError::Integrity {
                 path: rel,
@@ -433,14 +442,23 @@ mod tests {
     fn id_depends_on_every_field() {
         let f = DataFile { path: "a".into(), size: 1, rows: 1, sha256: "00".into() };
         let pin = |f: DataFile| BTreeMap::from([(TableKind::Samples, TablePin { version: 0, files: vec![f] })]);
-        let base = snapshot_id(&pin(f.clone()), None);
-        assert_eq!(base, snapshot_id(&pin(f.clone()), None));
-        assert_ne!(base, snapshot_id(&pin(DataFile { size: 2, ..f.clone() }), None));
-        assert_ne!(base, snapshot_id(&pin(DataFile { sha256: "01".into(), ..f.clone() }), None));
-        assert_ne!(base, snapshot_id(&pin(DataFile { path: "b".into(), ..f.clone() }), None));
+        let id = |f: DataFile| snapshot_id(FORMAT, &pin(f), None);
+        let base = id(f.clone());
+        assert_eq!(base, id(f.clone()));
+        assert_ne!(base, id(DataFile { size: 2, ..f.clone() }));
+        assert_ne!(base, id(DataFile { sha256: "01".into(), ..f.clone() }));
+        assert_ne!(base, id(DataFile { path: "b".into(), ..f.clone() }));
+        assert_ne!(base, id(DataFile { rows: 2, ..f.clone() }));
+        let later = BTreeMap::from([(TableKind::Samples, TablePin { version: 1, files: vec![f.clone()] })]);
+        assert_ne!(base, snapshot_id(FORMAT, &later, None), "the version is part of the id");
+        // The first format's ids, which pinned manifests carry, stay as they were.
+        let first = snapshot_id(FORMAT_1, &pin(f.clone()), None);
+        assert_eq!(first, "snap-05eb36fec51f961d284dbbd90e3abf13", "as the first format computed it");
+        assert_eq!(first, snapshot_id(FORMAT_1, &later, None));
+        assert_eq!(first, snapshot_id(FORMAT_1, &pin(DataFile { rows: 2, ..f.clone() }), None));
         let vocab = DataFile { path: "_ecamp/vocab/v.json".into(), size: 9, rows: 0, sha256: "02".into() };
-        let with = snapshot_id(&pin(f.clone()), Some(&vocab));
+        let with = snapshot_id(FORMAT, &pin(f.clone()), Some(&vocab));
         assert_ne!(base, with, "the vocabulary is part of the id");
-        assert_ne!(with, snapshot_id(&pin(f), Some(&DataFile { sha256: "03".into(), ..vocab })));
+        assert_ne!(with, snapshot_id(FORMAT, &pin(f), Some(&DataFile { sha256: "03".into(), ..vocab })));
     }
 }
