@@ -199,6 +199,15 @@ fn damaged_rewound_changed_and_concurrent_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("training settings") && err.contains("lr 0.001 → 0.0005"), "{}", text(&out));
 
+    // A run whose last periodic save fell on its last batch is finished: resuming it says so.
+    let one = dir.path().join("one-epoch").display().to_string();
+    let args = ["pretrain", "--dataset", &url, "--out", &one, "--batch-size", "8", "--accum", "2", "--epochs", "1"];
+    let out = ecamp(&[&args[..], &["--checkpoint-every", "1", "-q"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ecamp(&[&args[..], &["--checkpoint-every", "1", "--resume", &one, "-q"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("already past"), "{}", text(&out));
+
     // A second trainer on the same folder is refused while the first holds it.
     let lock = std::fs::File::open(run.join(".lock")).expect("lock file");
     lock.lock().expect("hold the lock");

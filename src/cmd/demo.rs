@@ -205,8 +205,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     invoke(&vocab).await?;
     commands.push(shell(&vocab));
     let ds = Dataset::open(&plan.dataset).await?;
-    let snap = ds.resolve(&SnapshotRef::Versions(Default::default())).await?;
-    ds.pin(&snap).await.context("cannot pin the snapshot")?;
+    let snap = super::snapshot::pin_snapshot(&ds, &SnapshotRef::LATEST, None).await?;
     commands.push(format!("ecamp snapshot pin --dataset {}", plan.dataset));
 
     step(3, "pre-training the tiny model on the CPU");

@@ -253,31 +253,50 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 mod interrupt {
     //! SIGINT and SIGTERM during pre-training: the first asks the trainer to stop after the
     //! optimizer step in progress and save a checkpoint; a second one ends the process at once.
+    //! Unix only; elsewhere the signals keep their default effect.
 
-    /// The handlers, installed until this is dropped (then a signal ends the process again, as
-    /// it should during the steps of `ecamp demo` that follow pre-training).
-    pub struct Handlers;
+    /// The handlers, installed until this is dropped; then the dispositions found at install
+    /// time come back (a signal ends the process again during `ecamp demo`'s later steps).
+    pub struct Handlers {
+        #[cfg(unix)]
+        previous: Vec<(libc::c_int, libc::sigaction)>,
+    }
 
-    /// Installs the handlers.
+    /// Installs the handlers, except for a signal the process was told to ignore (a job started
+    /// in the background by a non-interactive shell ignores SIGINT, and must keep doing so).
     pub fn install() -> Handlers {
         #[cfg(unix)]
-        set(on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        Handlers
+        {
+            let mut previous = Vec::new();
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                // SAFETY: plain sigaction calls on zero-initialised structs; `on_signal` only does
+                // async-signal-safe work (an atomic load and store, `_exit`).
+                unsafe {
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 || old.sa_sigaction == libc::SIG_IGN {
+                        continue;
+                    }
+                    let mut new: libc::sigaction = std::mem::zeroed();
+                    new.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                    libc::sigemptyset(&mut new.sa_mask);
+                    if libc::sigaction(signal, &new, std::ptr::null_mut()) == 0 {
+                        previous.push((signal, old));
+                    }
+                }
+            }
+            Handlers { previous }
+        }
+        #[cfg(not(unix))]
+        Handlers {}
     }
 
     impl Drop for Handlers {
         fn drop(&mut self) {
             #[cfg(unix)]
-            set(libc::SIG_DFL);
-        }
-    }
-
-    #[cfg(unix)]
-    fn set(handler: libc::sighandler_t) {
-        // SAFETY: `on_signal` only does async-signal-safe work (an atomic load and store, `_exit`).
-        unsafe {
-            libc::signal(libc::SIGINT, handler);
-            libc::signal(libc::SIGTERM, handler);
+            for (signal, old) in &self.previous {
+                // SAFETY: restores a disposition read by sigaction above.
+                unsafe { libc::sigaction(*signal, old, std::ptr::null_mut()) };
+            }
         }
     }
 

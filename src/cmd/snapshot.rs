@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use ecamp_store::snapshot::diff;
-use ecamp_store::{Dataset, SnapshotRef, TableKind, TableLog, Verify};
+use ecamp_store::{Dataset, Snapshot, SnapshotRef, TableKind, TableLog, Verify};
 
 use super::{human_bytes, print_json};
 
@@ -186,17 +186,7 @@ async fn show(a: DatasetArg, r: SnapshotRef, verify: bool, list_files: bool) -> 
 
 async fn pin(a: DatasetArg, r: SnapshotRef, vocab: Option<String>) -> anyhow::Result<ExitCode> {
     let ds = open(&a).await?;
-    let mut snap = ds.resolve(&r).await.with_context(|| format!("cannot resolve {r}"))?;
-    if let SnapshotRef::Id(id) = &r {
-        if vocab.is_some() {
-            bail!("{id} is pinned already; pin table versions (e.g. latest) to choose its vocabulary");
-        }
-    } else if let Some(path) = vocab_to_pin(&ds, vocab).await? {
-        // Checked before it is pinned: a vocabulary edited after it was stored is refused.
-        ecamp_ingest::vocab::fetch(&ds, &path).await.context("cannot pin the vocabulary")?;
-        snap = snap.with_vocab(ds.file_pin(&path).await.with_context(|| format!("cannot read {path}"))?);
-    }
-    ds.pin(&snap).await.context("cannot write the snapshot manifest")?;
+    let snap = pin_snapshot(&ds, &r, vocab).await?;
     if a.json {
         print_json(
             &serde_json::json!({ "id": snap.id, "versions": snap.tables.iter().map(|(k, p)| (k.name(), p.version)).collect::<HashMap<_, _>>() }),
@@ -205,6 +195,31 @@ async fn pin(a: DatasetArg, r: SnapshotRef, vocab: Option<String>) -> anyhow::Re
         println!("{}", snap.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pins `r` with the dataset's vocabulary (`vocab`, or the only one stored) and returns the
+/// pinned snapshot; `ecamp demo` pins this way too.
+pub async fn pin_snapshot(ds: &Dataset, r: &SnapshotRef, vocab: Option<String>) -> anyhow::Result<Snapshot> {
+    let snap = ds.resolve(r).await.with_context(|| format!("cannot resolve {r}"))?;
+    let snap = match r {
+        SnapshotRef::Id(id) if vocab.is_some() => {
+            bail!("{id} is pinned already; pin table versions (e.g. latest) to choose its vocabulary")
+        }
+        SnapshotRef::Id(_) => snap,
+        SnapshotRef::Versions(_) => {
+            let pin = match vocab_to_pin(ds, vocab).await? {
+                Some(path) => {
+                    // Checked before it is pinned: a vocabulary edited after it was stored is refused.
+                    ecamp_ingest::vocab::fetch(ds, &path).await.context("cannot pin the vocabulary")?;
+                    Some(ds.file_pin(&path).await.with_context(|| format!("cannot read {path}"))?)
+                }
+                None => None,
+            };
+            snap.to_pin(pin)
+        }
+    };
+    ds.pin(&snap).await.context("cannot write the snapshot manifest")?;
+    Ok(snap)
 }
 
 /// The stored vocabulary a new pin records: the one named, or the only one stored.

@@ -18,9 +18,12 @@ use crate::shard::{self, DataFile};
 
 /// Dataset-relative folder of pinned snapshot manifests.
 pub const SNAPSHOT_DIR: &str = "_ecamp/snapshots";
-/// Manifest format of new snapshots: the id covers each table's version and its files' rows too.
+/// Format of snapshots pinned now: the id covers each table's version, its files' rows and the
+/// pinned vocabulary too.
 const FORMAT: &str = "ecamp-snapshot/2";
-/// The first format, still read: its id covers the files' paths, sizes and hashes only.
+/// The first format: its id covers the files' paths, sizes and hashes only. Unpinned snapshots
+/// (`latest`, table versions) keep these ids, which runs and their data order were keyed by
+/// before format 2, and manifests pinned in it still open.
 const FORMAT_1: &str = "ecamp-snapshot/1";
 /// How many files are checked at once.
 const CHECK_CONCURRENCY: usize = 16;
@@ -176,13 +179,18 @@ pub fn snapshot_id(format: &str, tables: &BTreeMap<TableKind, TablePin>, vocab: 
 impl Snapshot {
     /// Builds a snapshot (and its id) from pinned tables.
     pub fn new(tables: BTreeMap<TableKind, TablePin>) -> Self {
-        Snapshot { format: FORMAT.into(), id: snapshot_id(FORMAT, &tables, None), tables, vocab: None }
+        Snapshot { format: FORMAT_1.into(), id: snapshot_id(FORMAT_1, &tables, None), tables, vocab: None }
     }
 
-    /// The same tables with `vocab` (from [`Dataset::file_pin`]) pinned too; a new id.
-    pub fn with_vocab(mut self, vocab: DataFile) -> Self {
-        self.id = snapshot_id(&self.format, &self.tables, Some(&vocab));
-        self.vocab = Some(vocab);
+    /// The same tables as a snapshot to pin, in the current format, with `vocab` (from
+    /// [`Dataset::file_pin`]) when given; a new id. An already pinned snapshot is returned as is.
+    pub fn to_pin(mut self, vocab: Option<DataFile>) -> Self {
+        if self.format == FORMAT {
+            return self;
+        }
+        self.format = FORMAT.into();
+        self.id = snapshot_id(FORMAT, &self.tables, vocab.as_ref());
+        self.vocab = vocab;
         self
     }
 
@@ -454,6 +462,12 @@ mod tests {
         // The first format's ids, which pinned manifests carry, stay as they were.
         let first = snapshot_id(FORMAT_1, &pin(f.clone()), None);
         assert_eq!(first, "snap-05eb36fec51f961d284dbbd90e3abf13", "as the first format computed it");
+        // Unpinned snapshots keep first-format ids; pinning moves them to the current format once.
+        let unpinned = Snapshot::new(pin(f.clone()));
+        assert_eq!(unpinned.id, first);
+        let pinned = unpinned.to_pin(None);
+        assert_eq!((pinned.format.as_str(), pinned.id.as_str()), (FORMAT, base.as_str()));
+        assert_eq!(pinned.clone().to_pin(None), pinned);
         assert_eq!(first, snapshot_id(FORMAT_1, &later, None));
         assert_eq!(first, snapshot_id(FORMAT_1, &pin(DataFile { rows: 2, ..f.clone() }), None));
         let vocab = DataFile { path: "_ecamp/vocab/v.json".into(), size: 9, rows: 0, sha256: "02".into() };

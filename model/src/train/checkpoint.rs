@@ -37,6 +37,10 @@ pub struct RunState {
     pub loader_seed: u64,
     /// Global batch size.
     pub batch_size: usize,
+    /// Devices trained on (one loader rank each; the dropout seeds depend on it). Checkpoints
+    /// from before it was recorded: 1.
+    #[serde(default = "one_device")]
+    pub world: u64,
     /// The loader's augmentation ranges (checkpoints from before this field: ECAMP's, the only ones then).
     #[serde(default)]
     pub augment: AugmentConfig,
@@ -48,6 +52,10 @@ pub struct RunState {
     pub model: EcampConfig,
     /// Optimisation settings.
     pub train: TrainConfig,
+}
+
+fn one_device() -> u64 {
+    1
 }
 
 fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
@@ -78,9 +86,16 @@ pub fn save<B: AutodiffBackend>(
     write_checksums(&tmp)?;
     let json = serde_json::to_string_pretty(state).map_err(|e| ckpt_err(&tmp, e))?;
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
-    // Replacing a checkpoint of the same step (a rewound run saving again): the old one is
-    // moved aside, not deleted, until the new one is in place, so a crash leaves one of them
-    // whole (`locate` falls back to the newest whole checkpoint).
+    // On disk before the renames make it the checkpoint: a power loss must not leave a named
+    // checkpoint with empty files.
+    for name in ["model.mpk", "optim.mpk", CHECKSUMS, "state.json"] {
+        sync(&tmp.join(name))?;
+    }
+    sync(&tmp)?;
+    // Replacing a checkpoint of the same step (a rewound run saving again, or the end of a run
+    // moving the cursor past its last epoch): the old one is moved aside, not deleted, until the
+    // new one is in place, so a crash leaves a whole checkpoint (`locate` falls back to the
+    // newest whole one).
     let old = root.join(format!(".{name}.old"));
     if done.exists() {
         if old.exists() {
@@ -89,6 +104,7 @@ pub fn save<B: AutodiffBackend>(
         std::fs::rename(&done, &old).map_err(io_err(&done))?;
     }
     std::fs::rename(&tmp, &done).map_err(io_err(&done))?;
+    sync(&root)?;
     write_latest(&root, &name)?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
@@ -96,12 +112,19 @@ pub fn save<B: AutodiffBackend>(
     Ok(done)
 }
 
-/// Names checkpoint `name` in `root/latest`, atomically.
+/// Names checkpoint `name` in `root/latest`, atomically and durably.
 fn write_latest(root: &Path, name: &str) -> Result<(), TrainError> {
     let latest = root.join("latest");
     let latest_tmp = root.join(".latest.tmp");
     std::fs::write(&latest_tmp, name).map_err(io_err(&latest_tmp))?;
-    std::fs::rename(&latest_tmp, &latest).map_err(io_err(&latest))
+    sync(&latest_tmp)?;
+    std::fs::rename(&latest_tmp, &latest).map_err(io_err(&latest))?;
+    sync(root)
+}
+
+/// Flushes a file, or a folder's entries, to the disk.
+fn sync(path: &Path) -> Result<(), TrainError> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
 }
 
 /// Makes `ckpt` the latest checkpoint of `run_dir` when it is one of that run's own (a resume
@@ -109,7 +132,8 @@ fn write_latest(root: &Path, name: &str) -> Result<(), TrainError> {
 pub fn point_latest_at(run_dir: &Path, ckpt: &Path) -> Result<(), TrainError> {
     let root = run_dir.join("checkpoints");
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    match (canonical(ckpt).parent(), ckpt.file_name().and_then(|n| n.to_str())) {
+    let ckpt = canonical(ckpt);
+    match (ckpt.parent(), ckpt.file_name().and_then(|n| n.to_str())) {
         (Some(parent), Some(name)) if parent == canonical(&root) => write_latest(&root, name),
         _ => Ok(()),
     }
@@ -156,6 +180,14 @@ pub fn lock_run(run_dir: &Path) -> Result<RunLock, TrainError> {
             run_dir.display(),
             path.display()
         ))),
+        // Some network and FUSE file systems have no locks: train unguarded rather than not at all.
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(
+                "{} cannot be locked on this file system ({e}); nothing stops a second trainer",
+                path.display()
+            );
+            Ok(RunLock { _file: file })
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
     }
 }
@@ -293,6 +325,7 @@ mod tests {
             snapshot_id: "snap-test".into(),
             loader_seed: 0,
             batch_size: 8,
+            world: 1,
             augment: AugmentConfig::default(),
             vocab: None,
             model: EcampConfig::tiny(),

@@ -58,7 +58,10 @@ impl MetricsLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        std::fs::write(&path, kept).map_err(io_err(&path))?;
+        // Replaced whole, so a crash here keeps the old file rather than a truncated one.
+        let tmp = dir.join(".metrics.jsonl.tmp");
+        std::fs::write(&tmp, kept).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         Ok(Self { path, out: BufWriter::new(file) })
     }

@@ -106,6 +106,7 @@ pub fn fit<B: AutodiffBackend>(
         snapshot_id: lead.snapshot().id.clone(),
         loader_seed: lead.config().seed,
         batch_size: lead.config().batch_size,
+        world: world as u64,
         augment: lead.config().augment,
         vocab: Some(lead.vocab_fingerprint().to_string()),
         model: model_config.clone(),
@@ -130,9 +131,6 @@ pub fn fit<B: AutodiffBackend>(
         let saved = checkpoint::load_state(&dir)?;
         check_resume(&dir, &saved, &state)?;
         (model, optim) = checkpoint::load_tensors(&dir, model, optim, device)?;
-        // Rewinding a run to an earlier checkpoint of its own: from now on that one is its
-        // latest, so that an interruption resumes where the metrics continue.
-        checkpoint::point_latest_at(run_dir, &dir)?;
         // A checkpoint from before fingerprints were recorded gets this run's from now on.
         state = RunState { train: train.clone(), vocab: saved.vocab.clone().or(state.vocab), ..saved };
         if state.epoch >= train.epochs || (train.max_steps > 0 && state.step >= train.max_steps) {
@@ -145,6 +143,9 @@ pub fn fit<B: AutodiffBackend>(
                 if train.max_steps > 0 { format!(", --max-steps {}", train.max_steps) } else { String::new() }
             )));
         }
+        // Rewinding a run to an earlier checkpoint of its own: from now on that one is its
+        // latest, so that an interruption resumes where the metrics continue.
+        checkpoint::point_latest_at(run_dir, &dir)?;
     }
     let mut log = MetricsLog::open(run_dir, state.step)?;
 
@@ -156,6 +157,9 @@ pub fn fit<B: AutodiffBackend>(
     let mut lr = train.lr_at(cursor.epoch as f64 + cursor.samples as f64 / batch_size as f64 / per_epoch as f64);
     let mut record = Record::default();
     let mut last_checkpoint = None;
+    // (step, epoch, samples) of the last save: the end-of-run save is skipped only when it would
+    // write the same state (an epoch's end moves the cursor without a step).
+    let mut last_saved = None;
     let start_step = state.step;
     let limit_reached = |step: u64| train.max_steps > 0 && step >= train.max_steps;
     let scale = (train.accum * world as u64) as f64;
@@ -272,6 +276,7 @@ pub fn fit<B: AutodiffBackend>(
             let every = train.checkpoint_every;
             if pending == 0 && every > 0 && state.optimizer_steps.is_multiple_of(every) {
                 last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
+                last_saved = Some((state.step, state.epoch, state.samples));
             }
             if limit_reached(state.step) {
                 break 'epochs;
@@ -291,7 +296,7 @@ pub fn fit<B: AutodiffBackend>(
         cursor = Cursor { epoch: cursor.epoch + 1, samples: 0 };
         (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
     }
-    let saved_now = last_checkpoint.as_deref().and_then(checkpoint::step_of) == Some(state.step);
+    let saved_now = last_saved == Some((state.step, state.epoch, state.samples));
     if pending == 0 && state.step > start_step && !saved_now {
         last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
     }
@@ -330,9 +335,9 @@ fn check_ranks(loaders: &[Loader], world: usize) -> Result<(), TrainError> {
 
 /// The fields two configs differ in, as `name saved → now`, leaving out `free` ones.
 fn config_diff<T: serde::Serialize + std::fmt::Debug>(saved: &T, now: &T, free: &[&str]) -> String {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-        (serde_json::to_value(saved), serde_json::to_value(now))
-    else {
+    // Both through JSON text, as `saved` came from state.json: floats then compare exactly.
+    let value = |x: &T| serde_json::to_string(x).and_then(|s| serde_json::from_str::<serde_json::Value>(&s));
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (value(saved), value(now)) else {
         return format!("{saved:?} → {now:?}");
     };
     let diffs: Vec<String> = a
@@ -390,6 +395,9 @@ fn check_resume(dir: &Path, saved: &RunState, now: &RunState) -> Result<(), Trai
     }
     if saved.augment != now.augment {
         return Err(mismatch("augmentation", &saved.augment, &now.augment));
+    }
+    if saved.world != now.world {
+        return Err(mismatch("devices", &saved.world, &now.world));
     }
     if (saved.loader_seed, saved.batch_size) != (now.loader_seed, now.batch_size) {
         return Err(mismatch(
