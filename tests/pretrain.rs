@@ -300,6 +300,40 @@ fn a_pinned_snapshot_fixes_the_vocabulary() {
     assert!(text(&out).contains("empty snapshot reference"), "{}", text(&out));
 }
 
+/// A run started with SIGINT ignored (as a script's background jobs are) keeps ignoring it.
+#[cfg(unix)]
+#[test]
+fn an_ignored_interrupt_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = phantom_dataset(dir.path(), 48, 7);
+    let run = dir.path().join("run");
+    let run_s = run.display().to_string();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"));
+    cmd.args(["pretrain", "--dataset", &url, "--out", &run_s, "--batch-size", "8", "-q", "--max-steps", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().expect("spawn pretrain");
+    let metrics = run.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no second step within two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(MetricsLog::read(&metrics).expect("metrics").len(), 12, "the run went on to its end");
+}
+
 #[test]
 fn resume_from_a_folder_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -359,6 +393,29 @@ fn two_devices_train_on_the_same_global_batches() {
     assert_eq!(b[3].optimizer_step, 2, "accumulation of 2 on two devices");
     assert!(b.iter().all(|m| m.mim.is_finite() && m.sr.is_finite() && m.mlm.is_finite()));
     assert!(two.join("checkpoints/latest").is_file());
+    // The dropout seeds and the per-device batches depend on the device count: a resume on
+    // another count would not continue the run.
+    let two_s = two.display().to_string();
+    let out = ecamp(&[
+        "pretrain",
+        "--dataset",
+        &url,
+        "--out",
+        &two_s,
+        "--resume",
+        &two_s,
+        "--batch-size",
+        "8",
+        "--accum",
+        "2",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "6",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("devices 2"), "{}", text(&out));
 }
 
 /// Samples whose bytes do not decode are skipped with a warning naming them and counted in the
