@@ -25,6 +25,25 @@ fn numbers(m: &StepMetrics) -> (u64, u64, u64, [u64; 6]) {
     (m.step, m.optimizer_step, m.epoch.to_bits(), bits)
 }
 
+/// The deterministic part of every step of a run folder's metrics.
+fn steps(run: &Path) -> Vec<(u64, u64, u64, [u64; 6])> {
+    MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect()
+}
+
+/// Waits until `run` has logged `n` steps, then sends `child` SIGINT and waits for it to end.
+#[cfg(unix)]
+fn interrupt_after(child: std::process::Child, run: &Path, n: usize) -> std::process::Output {
+    let metrics = run.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < n {
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} steps within two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    child.wait_with_output().expect("wait")
+}
+
 #[test]
 fn interrupted_and_resumed_run_repeats_every_step() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -150,7 +169,7 @@ fn damaged_rewound_changed_and_concurrent_runs() {
     let url = phantom_dataset(dir.path(), 48, 7);
     let whole = dir.path().join("whole");
     pretrain(&url, &whole, &["--max-steps", "10"]);
-    let want: Vec<_> = MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
+    let want = steps(&whole);
     let run = dir.path().join("run");
     let run_s = run.display().to_string();
     pretrain(&url, &run, &["--max-steps", "6"]);
@@ -164,8 +183,7 @@ fn damaged_rewound_changed_and_concurrent_runs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"), "{}", text(&out));
     assert_eq!(MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").len(), 6, "history kept");
     pretrain(&url, &run, &["--max-steps", "8", "--resume", &run_s]);
-    let got: Vec<_> = MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
-    assert_eq!(got, want[..8], "resumed from step 4, the damaged step 6 saved anew");
+    assert_eq!(steps(&run), want[..8], "resumed from step 4, the damaged step 6 saved anew");
     assert!(ckpt(6).join("state.json").is_file());
 
     // Rewound to step 2 and interrupted at step 3 (no checkpoint): resuming the run continues
@@ -173,8 +191,7 @@ fn damaged_rewound_changed_and_concurrent_runs() {
     let step2 = ckpt(2).display().to_string();
     pretrain(&url, &run, &["--max-steps", "3", "--resume", &step2]);
     pretrain(&url, &run, &["--max-steps", "10", "--resume", &run_s]);
-    let got: Vec<_> = MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
-    assert_eq!(got, want, "every step once, as in the uninterrupted run");
+    assert_eq!(steps(&run), want, "every step once, as in the uninterrupted run");
 
     // Other training settings would make another run: refused, naming them.
     let out = ecamp(&[
@@ -219,13 +236,13 @@ fn damaged_rewound_changed_and_concurrent_runs() {
 
 /// Ctrl-C (SIGINT) during training saves a checkpoint at the next optimizer step and exits with
 /// 130; resuming from it repeats the uninterrupted run.
+#[cfg(unix)]
 #[test]
 fn interrupt_saves_a_checkpoint_to_resume_from() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = phantom_dataset(dir.path(), 48, 7);
     let whole = dir.path().join("whole");
     pretrain(&url, &whole, &["--max-steps", "12"]);
-    let want: Vec<_> = MetricsLog::read(&whole.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect();
     let run = dir.path().join("run");
     let run_s = run.display().to_string();
     // No periodic checkpoints: without the stop, an interrupt would leave nothing to resume.
@@ -236,25 +253,15 @@ fn interrupt_saves_a_checkpoint_to_resume_from() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn pretrain");
-    let metrics = run.join("metrics.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(std::time::Instant::now() < deadline, "no third step within two minutes");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().expect("wait");
+    let out = interrupt_after(child, &run, 3);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    let done = MetricsLog::read(&metrics).expect("metrics");
-    let stopped = done.len() as u64;
+    let stopped = steps(&run).len() as u64;
     assert!(stopped < 12 && stopped.is_multiple_of(2), "stopped at step {stopped}, an optimizer step");
     let latest = std::fs::read_to_string(run.join("checkpoints/latest")).expect("latest");
     assert_eq!(latest.trim(), format!("step-{stopped:08}"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", text(&out));
     pretrain(&url, &run, &["--max-steps", "12", "--resume", &run_s]);
-    let got: Vec<_> = MetricsLog::read(&metrics).expect("metrics").iter().map(numbers).collect();
-    assert_eq!(got, want);
+    assert_eq!(steps(&run), steps(&whole));
 }
 
 /// A pinned snapshot fixes the vocabulary: a second one built later changes nothing for runs
@@ -271,7 +278,7 @@ fn a_pinned_snapshot_fixes_the_vocabulary() {
     let run = |name: &str| {
         let run = dir.path().join(name);
         pretrain(&url, &run, &["--snapshot", &id, "--max-steps", "2"]);
-        MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics").iter().map(numbers).collect::<Vec<_>>()
+        steps(&run)
     };
     let before = run("before");
     let out = ecamp(&["vocab", "build", "--dataset", &url, "--vocab-size", "300"]);
@@ -320,18 +327,9 @@ fn an_ignored_interrupt_stays_ignored() {
             Ok(())
         })
     };
-    let child = cmd.spawn().expect("spawn pretrain");
-    let metrics = run.join("metrics.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(std::time::Instant::now() < deadline, "no second step within two minutes");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().expect("wait");
+    let out = interrupt_after(cmd.spawn().expect("spawn pretrain"), &run, 2);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(MetricsLog::read(&metrics).expect("metrics").len(), 12, "the run went on to its end");
+    assert_eq!(steps(&run).len(), 12, "the run went on to its end");
 }
 
 #[test]
