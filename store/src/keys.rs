@@ -62,11 +62,6 @@ impl SampleKeys {
         &self.ids
     }
 
-    /// The image hashes held.
-    pub fn hashes(&self) -> &HashSet<String> {
-        &self.hashes
-    }
-
     /// Keeps the items of `items` whose row (`row(item)`) has a new id and a new image hash,
     /// in their order; of items equal in either, the first is kept.
     pub fn admit<T>(&self, items: Vec<T>, row: impl Fn(&T) -> &SampleRow) -> Admitted<T> {

@@ -140,7 +140,7 @@ pub fn point_latest_at(run_dir: &Path, ckpt: &Path) -> Result<(), TrainError> {
 }
 
 /// The step a checkpoint folder (`step-NNNNNNNN`) was saved at.
-pub fn step_of(dir: &Path) -> Option<u64> {
+fn step_of(dir: &Path) -> Option<u64> {
     dir.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
 }
 
