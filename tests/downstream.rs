@@ -78,6 +78,46 @@ fn probe_annotate_and_their_errors() {
     let sizes: Vec<u64> = r["sizes"].as_array().expect("sizes").iter().filter_map(|v| v.as_u64()).collect();
     assert_eq!(sizes.iter().sum::<u64>(), 60, "{r}");
 
+    // The same encoder through exported weights, saved the DDP way (every name under
+    // `module.`), probes identically; a file with only part of the encoder is refused.
+    let exported = dir.path().join("encoder.safetensors");
+    let out = ecamp(&["export", "--checkpoint", &run, "--out", &exported.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(&exported).expect("exported");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let rename = |keep: &dyn Fn(&str) -> bool, path: &std::path::Path| {
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            tensors.tensors().into_iter().filter(|(k, _)| keep(k)).map(|(k, v)| (format!("module.{k}"), v)).collect();
+        safetensors::serialize_to_file(views, None, path).expect("write safetensors");
+    };
+    let ddp = dir.path().join("ddp.safetensors");
+    rename(&|_| true, &ddp);
+    let json2 = dir.path().join("probe-ddp.json");
+    let out = ecamp(&[
+        "probe",
+        "--dataset",
+        &url,
+        "--weights",
+        &ddp.display().to_string(),
+        "--steps",
+        "50",
+        "--out",
+        &json2.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json2).expect("json")).expect("json");
+    assert_eq!(r2["score"], r["score"], "{r2} against {r}");
+    let part = dir.path().join("norm-only.safetensors");
+    rename(&|k| k.starts_with("norm."), &part);
+    let out = ecamp(&["probe", "--dataset", &url, "--weights", &part.display().to_string(), "--steps", "5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("norm-only.safetensors")
+            && text(&out).contains("image-encoder tensor(s) are not in the file"),
+        "{}",
+        text(&out)
+    );
+
     // Full fine-tuning: same split and scoring as the probe, the whole encoder trained.
     let out = ecamp(&[
         "finetune",
@@ -112,6 +152,13 @@ fn probe_annotate_and_their_errors() {
         }
     }
 
+    // A phantom focus scores that finding alone.
+    let out =
+        ecamp(&["probe", "--dataset", &url, "--random", "--labels", "phantom:effusion", "--steps", "5", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(e["classes"].as_array().map(Vec::len), Some(1), "{e}");
+
     // A label file in the public ChestX-ray14 format, keyed by image file names whose stems
     // are the sample ids; one row names an image the dataset lacks.
     let csv = dir.path().join("Data_Entry_2017.csv");
@@ -143,6 +190,14 @@ fn probe_annotate_and_their_errors() {
     let out = ecamp(&["probe", "--dataset", &url, "--random", "--labels", &spec]);
     assert!(!out.status.success());
     assert!(text(&out).contains("Data_Entry_2017.csv") && text(&out).contains("line 6"), "{}", text(&out));
+    // The same with Windows line endings: the line an editor shows.
+    std::fs::write(
+        &csv,
+        rows.replace("phantom-3-00000004.png,No Finding", "phantom-3-00000004.png,Unicorns").replace('\n', "\r\n"),
+    )
+    .expect("write csv");
+    let out = ecamp(&["probe", "--dataset", &url, "--random", "--labels", &spec]);
+    assert!(text(&out).contains("line 6"), "{}", text(&out));
 
     // Missing label file, no model named, windows from a random model.
     let out = ecamp(&["probe", "--dataset", &url, "--random", "--labels", "chexpert:/nonexistent/train.csv"]);

@@ -20,6 +20,8 @@ use crate::ecamp::Ecamp;
 
 /// Official state-dict names → this crate's module paths, applied in order.
 const OFFICIAL_TO_BURN: &[(&str, &str)] = &[
+    // DistributedDataParallel saves every name under `module.`.
+    (r"^module\.", ""),
     (r"^(patch_embed\.|cls_token$|pos_embed$|blocks\.|norm\.)", "encoder.$1"),
     (r"^(decoder_|mask_token$)", "decoder.$1"),
     (r"^super_res\.", "sr."),

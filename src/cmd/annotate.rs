@@ -13,6 +13,7 @@ use ecamp_model::eval::windows::{Window, best_window, centre_window, entity_map}
 use ecamp_store::{AnnotationRow, AppTxn, Dataset, Producer, SnapshotRef, TableKind};
 
 use super::downstream::{Cpu, ModelArgs, for_each_image_batch, latest_annotations};
+use super::join::KeyIndex;
 use super::print_json;
 
 /// Name of this job in the annotations' provenance.
@@ -140,7 +141,7 @@ pub async fn annotate(a: &Args) -> anyhow::Result<Annotated> {
     }
     let centre_count = windows.len();
 
-    let wanted: HashMap<String, usize> = jobs.iter().enumerate().map(|(i, j)| (j.id.clone(), i)).collect();
+    let wanted = KeyIndex::exact(jobs.iter().enumerate().map(|(i, j)| (j.id.clone(), i)));
     let (model, cfg) = (&loaded.model, &config);
     let mut each = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {
         let got = tokio::task::block_in_place(|| attention_windows(model, cfg, &jobs, &idx, &imgs))?;

@@ -9,7 +9,8 @@ use ecamp_model::eval::features::{CanvasBatch, GrayImage, centre_crop, encoder_i
 use ecamp_model::eval::probe::Rows;
 use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{LoadedModel, SplitArgs, for_each_image_batch, split_found, wanted_keys};
+use super::downstream::{LoadedModel, SplitArgs, for_each_image_batch, split_found};
+use super::join::KeyIndex;
 
 /// How an original image's pixels land in the encoder input.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +84,7 @@ pub async fn dense_set<B: Backend>(
     model: &LoadedModel<B>,
     p: &SplitArgs,
 ) -> anyhow::Result<DenseSet> {
-    let wanted = wanted_keys(labels);
+    let wanted = KeyIndex::for_labels(labels);
     // Per label item: its tokens and the stored image's (width, height).
     type Encoded = (Vec<f32>, (u32, u32));
     let mut rows: Vec<Option<Encoded>> = vec![None; labels.items.len()];

@@ -14,10 +14,11 @@ use ecamp_eval::split::{split_by_patient, subsample_by_patient};
 use ecamp_loader::sample::{decode_gray, verify_sha256};
 use ecamp_model::eval::features::GrayImage;
 use ecamp_model::train::checkpoint;
-use ecamp_model::weights::load_official;
+use ecamp_model::weights::{LoadReport, load_official};
 use ecamp_model::{Ecamp, EcampConfig};
 use ecamp_store::{AnnotationRow, Dataset, Snapshot, SnapshotRef, TableKind};
 
+use super::join::KeyIndex;
 use super::print_json;
 
 /// The CPU backend the evaluation commands run on.
@@ -151,6 +152,7 @@ impl ModelArgs {
             Some(path) => {
                 let report = load_official(&mut model, path, true)
                     .with_context(|| format!("cannot load the weights {}", path.display()))?;
+                require_encoder(path, &report)?;
                 format!("weights {} ({} tensors loaded)", path.display(), report.applied)
             }
             None => {
@@ -163,6 +165,32 @@ impl ModelArgs {
         };
         Ok(LoadedModel { model, config, origin, vocab: None })
     }
+}
+
+/// Refuses weights that leave part of the image encoder at its random initialisation: evaluating
+/// such a half-loaded encoder would report random-init scores under the file's name. The position
+/// table is exempt (a fixed sin-cos table, identical in every checkpoint).
+fn require_encoder(path: &Path, report: &LoadReport) -> anyhow::Result<()> {
+    let absent: Vec<&str> = report
+        .missing
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("encoder.") && *n != "encoder.pos_embed")
+        .collect();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 6;
+    let more = absent.len().saturating_sub(SHOWN);
+    let list = absent[..absent.len().min(SHOWN)].join(", ");
+    let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+    bail!(
+        "{}: {} image-encoder tensor(s) are not in the file ({list}{tail}); it loaded {} tensor(s). \
+         Give a file with the whole encoder in the official or timm naming (e.g. from `ecamp export`).",
+        path.display(),
+        absent.len(),
+        report.applied
+    )
 }
 
 /// The model sizes from a config file, else the preset.
@@ -181,17 +209,17 @@ pub fn model_config(preset: &str, config: Option<&PathBuf>) -> anyhow::Result<Ec
 
 /// Decodes the images of the snapshot's samples that `wanted` names (sample id → caller's index)
 /// and hands them to `each` in batches of up to `batch` as `(indices, images)`, in file order.
-/// Returns which indices were found. An image that fails its hash or does not decode is an error
-/// that names the sample.
+/// Returns which indices were found. An image that fails its hash or does not decode, or a second
+/// sample that names an index already found, is an error that names the sample.
 pub async fn for_each_image_batch(
     ds: &Dataset,
     snap: &Snapshot,
-    wanted: &HashMap<String, usize>,
+    wanted: &KeyIndex,
     batch: usize,
     each: &mut dyn FnMut(Vec<usize>, Vec<GrayImage>) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<bool>> {
     let files = snap.table(TableKind::Samples).map(|p| p.files.clone()).unwrap_or_default();
-    let mut seen = vec![false; wanted.values().max().map_or(0, |m| m + 1)];
+    let mut seen: Vec<Option<String>> = vec![None; wanted.slots()];
     let (mut idx, mut imgs) = (Vec::new(), Vec::new());
     for f in &files {
         for b in ds.read_columns(TableKind::Samples, f, &["sample_id", "image", "image_sha256"]).await? {
@@ -207,9 +235,12 @@ pub async fn for_each_image_batch(
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>())
                 .with_context(|| format!("samples/{}: column image_sha256 missing or not text", f.path))?;
             for (row, id) in ids.iter().enumerate() {
-                let Some(&i) = wanted.get(id) else { continue };
-                if seen[i] {
-                    continue;
+                let Some(i) = wanted.find(id) else { continue };
+                if let Some(first) = &seen[i] {
+                    bail!(
+                        "samples {first} and {id} both match one label row; give the samples distinct ids \
+                         (e.g. a manifest's sample_id column) or name the rows by those ids"
+                    );
                 }
                 let at = || format!("sample {id} (samples/{})", f.path);
                 if bytes.is_null(row) {
@@ -221,7 +252,7 @@ pub async fn for_each_image_batch(
                     .with_context(|| format!("{}: cannot decode its image", at()))?;
                 imgs.push(GrayImage { width: w as u32, height: h as u32, pixels });
                 idx.push(i);
-                seen[i] = true;
+                seen[i] = Some(id.to_string());
                 if idx.len() == batch {
                     each(std::mem::take(&mut idx), std::mem::take(&mut imgs))?;
                 }
@@ -231,7 +262,7 @@ pub async fn for_each_image_batch(
     if !idx.is_empty() {
         each(idx, imgs)?;
     }
-    Ok(seen)
+    Ok(seen.into_iter().map(|s| s.is_some()).collect())
 }
 
 /// The annotation in force for each sample of the snapshot: the newest `created_at` wins, later
@@ -368,18 +399,4 @@ pub fn split_found(
         );
     }
     Ok((items, split, train))
-}
-
-/// Sample id → label index: each item's key, and its file stem where that is not taken.
-pub fn wanted_keys(labels: &LabelSet) -> HashMap<String, usize> {
-    let mut wanted: HashMap<String, usize> = HashMap::new();
-    for (i, item) in labels.items.iter().enumerate() {
-        wanted.insert(item.key.clone(), i);
-    }
-    for (i, item) in labels.items.iter().enumerate() {
-        if let Some(stem) = Path::new(&item.key).file_stem().and_then(|s| s.to_str()) {
-            wanted.entry(stem.to_string()).or_insert(i);
-        }
-    }
-    wanted
 }

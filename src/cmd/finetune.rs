@@ -16,7 +16,8 @@ use ecamp_model::eval::probe::{ProbeConfig, Rows};
 use ecamp_model::net::vit::Encoder;
 use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, wanted_keys};
+use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch};
+use super::join::KeyIndex;
 use super::pretrain::BackendArg;
 use super::probe::{Prepared, ProbeResult, Trained, summary_line};
 
@@ -111,7 +112,7 @@ pub async fn evaluate<B: AutodiffBackend>(
         }
         Ok(())
     };
-    for_each_image_batch(ds, snap, &wanted_keys(labels), s.feature_batch.max(1), &mut keep).await?;
+    for_each_image_batch(ds, snap, &KeyIndex::for_labels(labels), s.feature_batch.max(1), &mut keep).await?;
     let found: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_some()).collect();
     let task = Prepared::new(labels, &found, s, &snap.id)?;
     let images: Vec<&GrayImage> = found.iter().filter_map(|&i| decoded[i].as_ref()).collect();

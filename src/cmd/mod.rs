@@ -14,6 +14,7 @@ mod forward;
 mod fsck;
 mod ingest;
 mod init;
+mod join;
 mod parse;
 mod plots;
 mod pretrain;

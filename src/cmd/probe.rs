@@ -12,15 +12,18 @@ use ecamp_model::eval::features::{CanvasBatch, GrayImage, encoder_inputs, probe_
 use ecamp_model::eval::probe::{Objective, ProbeConfig, Rows, train_probe};
 use ecamp_store::{Dataset, Snapshot};
 
-use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found, wanted_keys};
+use super::downstream::{Cpu, LoadedModel, SplitArgs, TaskArgs, for_each_image_batch, split_found};
+use super::join::KeyIndex;
 use super::pretrain::BackendArg;
 
 /// Linear-probe an encoder on labelled samples of a dataset.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Label sources: phantom (the dataset's own phantom ground truth), chestxray14:Data_Entry_2017.csv,
-chexpert:train.csv, rsna:stage_2_train_labels.csv, siim:train-rle.csv. A label row matches the
-sample whose id equals its key (image file name, path, patientId) or the key's file stem.
+chexpert:train.csv, rsna:stage_2_train_labels.csv, siim:train-rle.csv; phantom:ENTITY scores one
+finding. A label row matches the sample whose id equals its key (image file name, path, patientId),
+or, without an image extension and a source prefix (dicom-, mimic-), where one is a trailing run of
+whole path components of the other (00000001_000.png finds images_001/images/00000001_000.png).
 Items are split by patient (--split), the training part reduced to --fraction percent of its
 patients (1 ⊂ 10 ⊂ 100, reproducibly); the head with the best validation score is tested.")]
 pub struct Args {
@@ -125,7 +128,7 @@ async fn features<B: Backend>(
     model: &LoadedModel<B>,
     batch: usize,
 ) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
-    let wanted = wanted_keys(labels);
+    let wanted = KeyIndex::for_labels(labels);
     let mut out: Vec<Option<Vec<f32>>> = vec![None; labels.items.len()];
     let device = model.model.encoder.cls_token.device();
     let mut each = |idx: Vec<usize>, imgs: Vec<GrayImage>| -> anyhow::Result<()> {

@@ -116,10 +116,12 @@ fn segment(
     labels: &str,
     model: &str,
 ) -> anyhow::Result<SegResult> {
-    // Every positive training image and as many negatives (SIIM protocol).
+    // Every positive training image and as many random negatives (SIIM protocol). Negatives are
+    // ranked by a hash of the seed and their key, so the draw does not depend on file order.
     let train_masks = masks(set, &set.train);
     let positive = |k: usize| train_masks.row(k).iter().any(|&v| v > 0.5);
-    let (pos, neg): (Vec<usize>, Vec<usize>) = (0..set.train.len()).partition(|&k| positive(k));
+    let (pos, mut neg): (Vec<usize>, Vec<usize>) = (0..set.train.len()).partition(|&k| positive(k));
+    neg.sort_by_cached_key(|&k| ecamp_eval::split::patient_hash(t.seed, &set.items[set.train[k]].key));
     let keep: Vec<usize> = pos.iter().copied().chain(neg.iter().copied().take(pos.len().max(1))).collect();
     let train_idx: Vec<usize> = keep.iter().map(|&k| set.train[k]).collect();
     let (tx, ty) = (set.tokens.select(&train_idx), train_masks.select(&keep));

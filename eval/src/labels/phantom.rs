@@ -46,7 +46,7 @@ enum Presence {
 
 /// Builds a label set from `(sample_id, labels JSON)` rows of a dataset's labels table.
 ///
-/// Classes are [`PHANTOM_CLASSES`]; a class is 1.0 when a finding of that entity is `present`,
+/// Classes are [`PHANTOM_CLASSES`], or only `focus` when given; a class is 1.0 when a finding of that entity is `present`,
 /// [`Uncertain::target`] when it is `uncertain`, 0.0 when `absent` or not mentioned. Boxes and the mask come
 /// from the findings counted positive (present, and uncertain under [`Uncertain::Ones`]) of every entity, or
 /// only of `focus` when given; the mask is always present (empty when nothing is positive). key = sample_id,
@@ -112,14 +112,15 @@ where
                 mask = mask.union(&m).map_err(|e| err(format!("{} mask: {e}", f.entity)))?;
             }
         }
-        let targets = state
-            .iter()
-            .map(|s| match s {
-                Some(Presence::Present) => 1.0,
-                Some(Presence::Uncertain) => policy.target(),
-                Some(Presence::Absent) | None => 0.0,
-            })
-            .collect();
+        let target = |s: &Option<Presence>| match s {
+            Some(Presence::Present) => 1.0,
+            Some(Presence::Uncertain) => policy.target(),
+            Some(Presence::Absent) | None => 0.0,
+        };
+        let targets = match focus {
+            Some(c) => vec![target(&state[c])],
+            None => state.iter().map(target).collect(),
+        };
         items.push(Item {
             key: doc.sample_id,
             patient: Some(doc.subject_id),
@@ -129,16 +130,11 @@ where
             size: Some((doc.width, doc.height)),
         });
     }
-    let name = match focus {
-        Some(c) => format!("phantom:{}", PHANTOM_CLASSES[c]),
-        None => "phantom".to_string(),
+    let (name, classes) = match focus {
+        Some(c) => (format!("phantom:{}", PHANTOM_CLASSES[c]), vec![PHANTOM_CLASSES[c].to_string()]),
+        None => ("phantom".to_string(), PHANTOM_CLASSES.iter().map(|c| c.to_string()).collect()),
     };
-    Ok(LabelSet {
-        name,
-        task: Task::MultiLabel,
-        classes: PHANTOM_CLASSES.iter().map(|c| c.to_string()).collect(),
-        items,
-    })
+    Ok(LabelSet { name, task: Task::MultiLabel, classes, items })
 }
 
 #[cfg(test)]
@@ -198,7 +194,10 @@ mod tests {
         assert_eq!(set.name, "phantom:nodule");
         assert_eq!(set.items[0].boxes, vec![[6.0, 3.0, 7.0, 4.0]]);
         assert_eq!(set.items[0].mask.as_ref().unwrap().area(), 1);
-        assert_eq!(set.items[0].targets[0], 1.0, "targets keep every class");
+        assert_eq!(
+            (set.classes.as_slice(), set.items[0].targets.as_slice()),
+            (["nodule".to_string()].as_slice(), [1.0].as_slice())
+        );
         assert!(matches!(phantom_labels(rows(), Uncertain::Ones, Some("fracture")), Err(EvalError::Invalid(_))));
     }
 

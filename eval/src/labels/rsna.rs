@@ -77,6 +77,10 @@ pub fn rsna<R: Read>(reader: R, file: &str) -> Result<LabelSet> {
                     return Err(row.error(format!("'{key}' has both Target 0 and Target 1 rows")));
                 }
                 match bbox {
+                    // A repeated box would count as a second finding that no detector can match.
+                    Some(b) if item.boxes.contains(&b) => {
+                        return Err(row.error(format!("'{key}' repeats the box of an earlier row")));
+                    }
                     Some(b) => item.boxes.push(b),
                     None => return Err(row.error(format!("'{key}' has a repeated Target 0 row"))),
                 }
@@ -128,6 +132,7 @@ mod tests {
             ("a,1,2,three,4,1\n", 2),
             ("a,1,2,3,4,1\na,,,,,0\n", 3),
             ("a,,,,,0\na,,,,,0\n", 3),
+            ("a,1,2,3,4,1\nb,,,,,0\na,1,2,3,4,1\n", 4),
             ("a,1,2,0,4,1\n", 2),
             ("a,1,2,3,4,yes\n", 2),
             ("a,5000,5000,100,100,1\n", 2),

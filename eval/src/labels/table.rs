@@ -25,8 +25,50 @@ pub fn open(path: &Path) -> Result<Box<dyn Read>> {
 /// A CSV file being read row by row.
 pub(crate) struct Table<R: Read> {
     file: Arc<str>,
-    reader: csv::Reader<R>,
+    reader: csv::Reader<LineIndex<R>>,
     header: Vec<String>,
+}
+
+/// A reader that notes where each line starts, so that a record's byte offset gives the line a
+/// text editor shows. The csv crate's own line count is off for CRLF and CR-only files, which
+/// come from Windows and old Mac tools alike.
+pub(crate) struct LineIndex<R> {
+    inner: R,
+    offset: u64,
+    /// Byte offsets where lines 2, 3, … start.
+    starts: Vec<u64>,
+    after_cr: bool,
+}
+
+impl<R: Read> LineIndex<R> {
+    fn new(inner: R) -> Self {
+        LineIndex { inner, offset: 0, starts: Vec::new(), after_cr: false }
+    }
+
+    /// The 1-based line holding byte `byte` of the stream (already read).
+    fn line_of(&self, byte: u64) -> u64 {
+        1 + self.starts.partition_point(|&s| s <= byte) as u64
+    }
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let next = self.offset + i as u64 + 1;
+            match b {
+                b'\r' => self.starts.push(next),
+                // The LF of a CRLF belongs to the line its CR began: the csv reader may start the
+                // next record on it.
+                b'\n' if self.after_cr => {}
+                b'\n' => self.starts.push(next),
+                _ => {}
+            }
+            self.after_cr = b == b'\r';
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 /// A column found in the header.
@@ -46,14 +88,15 @@ impl<R: Read> Table<R> {
     /// Reads the header of `reader`; `file` names the file in errors.
     pub(crate) fn new(reader: R, file: &str) -> Result<Self> {
         let file: Arc<str> = Arc::from(file);
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+        let reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(LineIndex::new(reader));
+        let mut table = Table { file, reader, header: Vec::new() };
         let mut record = csv::StringRecord::new();
-        let got = reader.read_record(&mut record).map_err(|e| csv_error(&file, e))?;
+        let got = table.reader.read_record(&mut record).map_err(|e| table.csv_error(e))?;
         if !got {
-            return Err(EvalError::Header { file: file.to_string(), message: "empty file (no header)".into() });
+            return Err(EvalError::Header { file: table.file.to_string(), message: "empty file (no header)".into() });
         }
-        let header = record.iter().map(|h| h.trim_start_matches('\u{feff}').trim().to_string()).collect();
-        Ok(Table { file, reader, header })
+        table.header = record.iter().map(|h| h.trim_start_matches('\u{feff}').trim().to_string()).collect();
+        Ok(table)
     }
 
     /// The column called `name` (compared after trimming), if present.
@@ -72,11 +115,25 @@ impl<R: Read> Table<R> {
     /// The next data row, None at the end of the file.
     pub(crate) fn next_row(&mut self) -> Result<Option<Row>> {
         let mut record = csv::StringRecord::new();
-        if !self.reader.read_record(&mut record).map_err(|e| csv_error(&self.file, e))? {
+        if !self.reader.read_record(&mut record).map_err(|e| self.csv_error(e))? {
             return Ok(None);
         }
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| self.reader.get_ref().line_of(p.byte()));
         Ok(Some(Row { file: self.file.clone(), line, record }))
+    }
+
+    /// A CSV reading error (bad UTF-8, I/O, decompression) with the line where it happened, when known.
+    fn csv_error(&self, e: csv::Error) -> EvalError {
+        let file = self.file.to_string();
+        let line = e.position().map(|p| self.reader.get_ref().line_of(p.byte()));
+        let message = e.to_string();
+        if let csv::ErrorKind::Io(source) = e.into_kind() {
+            return EvalError::Io { file, source };
+        }
+        match line {
+            Some(line) => EvalError::Row { file, line, message },
+            None => EvalError::Header { file, message },
+        }
     }
 }
 
@@ -95,15 +152,32 @@ impl Row {
     }
 }
 
-/// A CSV reading error (bad UTF-8, I/O, decompression) with the line where it happened, when known.
-fn csv_error(file: &str, e: csv::Error) -> EvalError {
-    let line = e.position().map(|p| p.line());
-    let message = e.to_string();
-    if let csv::ErrorKind::Io(source) = e.into_kind() {
-        return EvalError::Io { file: file.to_string(), source };
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line of the row with a bad value, for each line-ending style.
+    fn bad_line(text: &str) -> u64 {
+        let mut t = Table::new(text.as_bytes(), "t.csv").unwrap();
+        let col = t.column("v").unwrap();
+        while let Some(row) = t.next_row().unwrap() {
+            if row.get(&col).unwrap() == "bad" {
+                match row.error("x") {
+                    EvalError::Row { line, .. } => return line,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        panic!("no bad row in {text:?}")
     }
-    match line {
-        Some(line) => EvalError::Row { file: file.to_string(), line, message },
-        None => EvalError::Header { file: file.to_string(), message },
+
+    #[test]
+    fn lines_count_as_an_editor_shows_them_for_every_line_ending() {
+        let rows = ["k,v", "a,1", "b,2", "", "c,\"multi\nline\"", "d,bad"];
+        for eol in ["\n", "\r\n", "\r"] {
+            let text = rows.map(|r| r.replace('\n', eol)).join(eol) + eol;
+            assert_eq!(bad_line(&text), 7, "{eol:?}");
+        }
+        assert_eq!(bad_line("\u{feff}k,v\r\nd,bad\r\n"), 2);
     }
 }
