@@ -186,6 +186,10 @@ fn an_emptied_commit_is_damage_and_its_files_are_not_deleted() {
         };
         std::fs::write(&commit, b"").expect("empty the commit");
         damaged("00000000000000000001.json: empty commit").await;
+        // Readers refuse it instead of reading a table without that commit's files.
+        let fresh = Dataset::open(&url).await.expect("open");
+        let err = fresh.table(TableKind::Samples).files(1).await.expect_err("an empty commit").to_string();
+        assert!(err.contains("commit 1 (_delta_log/00000000000000000001.json) is empty"), "{err}");
         std::fs::write(&commit, b"{\"add\": truncated").expect("garble the commit");
         damaged("00000000000000000001.json: line 1 is not a JSON action").await;
         // A missing commit: the error says which versions, not the kernel's path dump.

@@ -10,12 +10,18 @@ use std::path::Path;
 use common::{ecamp, phantom_dataset, text};
 use ecamp_model::train::metrics::{MetricsLog, StepMetrics};
 
-fn pretrain(url: &str, run: &Path, extra: &[&str]) {
-    let run = run.display().to_string();
-    let mut args = vec!["pretrain", "--dataset", url, "--out", &run, "--batch-size", "8", "--accum", "2", "-q"];
+/// The test runs' pre-training arguments: batch 8, accumulation 2, one worker, a checkpoint per
+/// optimizer step, 3 epochs; `extra` last.
+fn pretrain_args<'a>(url: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["pretrain", "--dataset", url, "--out", run, "--batch-size", "8", "--accum", "2", "-q"];
     args.extend_from_slice(&["--workers", "1", "--checkpoint-every", "1", "--epochs", "3"]);
     args.extend_from_slice(extra);
-    let out = ecamp(&args);
+    args
+}
+
+fn pretrain(url: &str, run: &Path, extra: &[&str]) {
+    let run = run.display().to_string();
+    let out = ecamp(&pretrain_args(url, &run, extra));
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -33,6 +39,11 @@ fn steps(run: &Path) -> Vec<(u64, u64, u64, [u64; 6])> {
 /// Waits until `run` has logged `n` steps, then sends `child` SIGINT and waits for it to end.
 #[cfg(unix)]
 fn interrupt_after(child: std::process::Child, run: &Path, n: usize) -> std::process::Output {
+    signal_after(child, run, n, libc::SIGINT)
+}
+
+/// Sends `signal` to `child` once `run` has logged `n` steps, and waits for it.
+fn signal_after(child: std::process::Child, run: &Path, n: usize, signal: libc::c_int) -> std::process::Output {
     let metrics = run.join("metrics.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < n {
@@ -40,7 +51,7 @@ fn interrupt_after(child: std::process::Child, run: &Path, n: usize) -> std::pro
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
     child.wait_with_output().expect("wait")
 }
 
@@ -102,7 +113,7 @@ fn interrupted_and_resumed_run_repeats_every_step() {
     // A fresh run can start from official-named (here: timm-named encoder) weights; a file that
     // is not a weights file is a clear error.
     let init = dir.path().join("init");
-    pretrain(&url, &init, &["--max-steps", "1", "--init", &st.display().to_string()]);
+    pretrain(&url, &init, &["--max-steps", "2", "--init", &st.display().to_string()]);
     let started = MetricsLog::read(&init.join("metrics.jsonl")).expect("metrics");
     assert_ne!(started[0].mim.to_bits(), a[0].mim.to_bits(), "the trained encoder changes the first loss");
     let junk = dir.path().join("junk.safetensors");
@@ -139,7 +150,7 @@ fn interrupted_and_resumed_run_repeats_every_step() {
         "--accum",
         "2",
         "--max-steps",
-        "5",
+        "6",
         "-q",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -186,10 +197,17 @@ fn damaged_rewound_changed_and_concurrent_runs() {
     assert_eq!(steps(&run), want[..8], "resumed from step 4, the damaged step 6 saved anew");
     assert!(ckpt(6).join("state.json").is_file());
 
-    // Rewound to step 2 and interrupted at step 3 (no checkpoint): resuming the run continues
-    // from step 2, where its metrics end, not from step 8 of the abandoned trajectory.
+    // Rewound to step 2 and killed from step 3 on: resuming the run continues from the
+    // rewound trajectory, where its metrics end, not from step 8 of the abandoned one.
     let step2 = ckpt(2).display().to_string();
-    pretrain(&url, &run, &["--max-steps", "3", "--resume", &step2]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecamp"))
+        .args(pretrain_args(&url, &run_s, &["--max-steps", "10", "--resume", &step2]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pretrain");
+    let killed = signal_after(child, &run, 3, libc::SIGKILL);
+    assert!(!killed.status.success(), "{}", text(&killed));
     pretrain(&url, &run, &["--max-steps", "10", "--resume", &run_s]);
     assert_eq!(steps(&run), want, "every step once, as in the uninterrupted run");
 
@@ -352,8 +370,27 @@ fn augmentation_flags_change_the_crops_and_bad_ranges_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = phantom_dataset(dir.path(), 16, 7);
     let (official, whole) = (dir.path().join("official"), dir.path().join("whole"));
-    pretrain(&url, &official, &["--max-steps", "1"]);
+    pretrain(&url, &official, &["--max-steps", "2"]);
     pretrain(&url, &whole, &["--max-steps", "2", "--min-scale", "1", "--flip-prob", "0"]);
+    // Batches that would never reach an optimizer step: refused before training.
+    let never = dir.path().join("never").display().to_string();
+    for (accum, says) in [("4", "no optimizer step"), ("2", "not a multiple of accum 2")] {
+        let out = ecamp(&[
+            "pretrain",
+            "--dataset",
+            &url,
+            "--out",
+            &never,
+            "--batch-size",
+            "8",
+            "--accum",
+            accum,
+            "--max-steps",
+            "3",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+    }
     let first = |run: &Path| MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics")[0].mim.to_bits();
     assert_ne!(first(&official), first(&whole), "whole-image crops give another first batch");
     // Resuming with other augmentation would not repeat the run: refused, naming the setting.

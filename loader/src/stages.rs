@@ -198,7 +198,30 @@ pub(crate) async fn fetch(
     }
 }
 
+/// [`fetch_row_group`], with a panic in the reading libraries turned into an error that names the
+/// file and row group (a panicking fetch would otherwise end the epoch without saying where).
 async fn fetch_group(
+    ctx: Arc<Context>,
+    index: usize,
+    permit: OwnedSemaphorePermit,
+    held_kib: usize,
+) -> Result<Group, LoaderError> {
+    let f = &ctx.schedule.fetches[index];
+    let path = ctx.plan.file_path(f.file);
+    let rg = f.row_group;
+    let fetched =
+        futures::FutureExt::catch_unwind(AssertUnwindSafe(fetch_row_group(ctx.clone(), index, permit, held_kib)));
+    fetched.await.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(LoaderError::Malformed { path, message: format!("reading row group {rg} failed: {what}") })
+    })
+}
+
+async fn fetch_row_group(
     ctx: Arc<Context>,
     index: usize,
     mut permit: OwnedSemaphorePermit,

@@ -1,6 +1,7 @@
 //! [`TableLog`] on Delta Lake (delta-rs, no datafusion). Everything delta-rs is kept here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ use deltalake_core::logstore::{
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaResult, DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
 use url::Url;
 
 use crate::error::{Result, StoreError};
@@ -76,6 +80,11 @@ pub struct DeltaLog {
     /// The newest state read so far; refreshed incrementally, so a long-running writer reads
     /// each commit once instead of replaying the log before every append.
     latest: Arc<tokio::sync::Mutex<Option<DeltaTable>>>,
+    /// The dataset's store and this table's `_delta_log` folder in it.
+    store: Arc<dyn ObjectStore>,
+    log_dir: Path,
+    /// Commits below this version have been checked to be non-empty.
+    checked: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for DeltaLog {
@@ -130,7 +139,8 @@ impl DeltaLog {
         let shown = format!("{}/{}", loc.display(), kind.name());
         let log_store = logstore_with(loc.store().clone(), &url, StorageConfig::default())
             .map_err(|e| StoreError::delta(&shown, e))?;
-        Ok(DeltaLog { kind, shown, log_store, latest: Arc::default() })
+        let (store, log_dir) = (loc.store().clone(), loc.path(&format!("{}/_delta_log", kind.name())));
+        Ok(DeltaLog { kind, shown, log_store, latest: Arc::default(), store, log_dir, checked: Arc::default() })
     }
 
     /// The table's URL with secrets masked.
@@ -185,7 +195,44 @@ impl DeltaLog {
             }
         };
         self.check_protocol(&table, false)?;
+        if let Some(v) = table.version() {
+            self.check_commits(v).await?;
+        }
         Ok(table)
+    }
+
+    /// Refuses a zero-byte commit file up to `upto`. The Delta reader takes one for a commit that
+    /// did nothing, so a commit file emptied by a crash or a careless copy would silently drop
+    /// the files it added. Each version is listed once per process.
+    async fn check_commits(&self, upto: u64) -> Result<()> {
+        let from = self.checked.load(Ordering::Acquire);
+        if from > upto {
+            return Ok(());
+        }
+        let offset = Path::from(format!("{}/{from:020}", self.log_dir));
+        let listed: Vec<_> = self
+            .store
+            .list_with_offset(Some(&self.log_dir), &offset)
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::storage(&self.shown, "_delta_log", &e))?;
+        for meta in listed {
+            let name = meta.location.filename().unwrap_or_default();
+            let version = name.strip_suffix(".json").and_then(|v| v.parse::<u64>().ok());
+            if let Some(v) = version.filter(|v| (from..=upto).contains(v))
+                && meta.size == 0
+            {
+                return Err(StoreError::Delta {
+                    table: self.shown.clone(),
+                    message: format!(
+                        "commit {v} (_delta_log/{name}) is empty, so the files it added are unknown; \
+                         the table's history is damaged (`ecamp fsck` reports it)"
+                    ),
+                });
+            }
+        }
+        self.checked.fetch_max(upto + 1, Ordering::AcqRel);
+        Ok(())
     }
 
     fn delta_err(&self, e: DeltaTableError) -> StoreError {

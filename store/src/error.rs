@@ -244,7 +244,17 @@ pub(crate) fn is_transient(err: &object_store::Error) -> bool {
         | object_store::Error::UnknownConfigurationKey { .. } => false,
         other => {
             let s = other.to_string().to_ascii_lowercase();
-            !(s.contains("nosuchbucket") || s.contains("accessdenied") || s.contains("invalidaccesskeyid"))
+            // A range past the end of a file is a file shorter than its commit: asking again
+            // cannot help.
+            let permanent = [
+                "nosuchbucket",
+                "accessdenied",
+                "invalidaccesskeyid",
+                "out of range",
+                "invalidrange",
+                "range not satisfiable",
+            ];
+            !permanent.iter().any(|p| s.contains(p))
         }
     }
 }
@@ -258,5 +268,13 @@ mod tests {
         let msg = "GET http://h/b 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
         assert_eq!(compact(msg), "GET http://h/b 404 Not Found: NoSuchBucket: The specified bucket does not exist");
         assert_eq!(compact("a\n  b"), "a b");
+    }
+
+    #[test]
+    fn a_range_past_the_end_is_not_retried() {
+        let generic = |msg: &str| object_store::Error::Generic { store: "LocalFileSystem", source: msg.into() };
+        assert!(!is_transient(&generic("Out of range of file /d/x.parquet, expected: 99337, actual: 99337")));
+        assert!(!is_transient(&generic("GET http://h/b 416 Range Not Satisfiable: InvalidRange: …")));
+        assert!(is_transient(&generic("error sending request: connection reset")));
     }
 }

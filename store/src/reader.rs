@@ -46,14 +46,38 @@ impl ShardReader {
     }
 }
 
+impl ShardReader {
+    /// `range` of the object, refused unless the store returned exactly that many bytes. A file
+    /// replaced by a shorter one mid-read answers short on some stores, and object_store's own
+    /// range coalescing would then slice past the end and panic.
+    async fn fetch(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        let want = range.end.saturating_sub(range.start);
+        let got = self.store.get_range(&self.path, range.clone()).await.map_err(to_parquet)?;
+        if got.len() as u64 != want {
+            return Err(ParquetError::EOF(format!(
+                "{}: asked for bytes {}..{} and got {} bytes: the file is shorter than its commit says",
+                self.path,
+                range.start,
+                range.end,
+                got.len()
+            )));
+        }
+        Ok(got)
+    }
+}
+
 impl AsyncFileReader for ShardReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move { self.store.get_range(&self.path, range).await.map_err(to_parquet) }.boxed()
+        async move { self.fetch(range).await }.boxed()
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        // get_ranges coalesces nearby ranges into fewer requests.
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(to_parquet) }.boxed()
+        // Nearby ranges coalesce into fewer requests, each checked for its length.
+        async move {
+            let this = &*self;
+            object_store::coalesce_ranges(&ranges, |r| this.fetch(r), object_store::OBJECT_STORE_COALESCE_DEFAULT).await
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(

@@ -92,6 +92,21 @@ pub fn fit<B: AutodiffBackend>(
             lead.config().batch_size
         )));
     }
+    // The official loop drops a partial accumulation group at each epoch's end, and a run that
+    // stops inside a group cannot save it: both would train batches that are never applied.
+    if train.accum > per_epoch {
+        return Err(TrainError::Config(format!(
+            "accum {} is more than the {per_epoch} batches of an epoch: no optimizer step would ever run",
+            train.accum
+        )));
+    }
+    if train.max_steps > 0 && !train.max_steps.is_multiple_of(train.accum) {
+        return Err(TrainError::Config(format!(
+            "max steps {} is not a multiple of accum {}: the run would end inside an accumulation group, \
+             its last batches never applied or saved",
+            train.max_steps, train.accum
+        )));
+    }
     std::fs::create_dir_all(run_dir).map_err(super::io_err(run_dir))?;
     // Held until the run returns: a second trainer on this folder would interleave its metrics
     // and checkpoints with ours.
