@@ -477,7 +477,17 @@ fn undecodable_samples_are_reported_and_an_emptied_batch_is_a_clear_error() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("skipped 2 sample(s)"), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipping sample bad-000000"), "{}", text(&out));
+    // The two rows appended without annotations are announced, not trained silently without context.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 18 samples"), "{}", text(&out));
     let out = run("empty", "1");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no usable sample"), "{}", text(&out));
+    // The steps before the failing batch are saved, and the error says where.
+    let trained = steps(&dir.path().join("empty")).len();
+    assert!(trained > 0, "the shuffled order puts a good sample first (seed 42)");
+    let latest = std::fs::read_to_string(dir.path().join("empty/checkpoints/latest")).expect("latest");
+    assert_eq!(latest.trim(), format!("step-{trained:08}"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("the {trained} step(s) trained before it are saved"))
+    );
 }

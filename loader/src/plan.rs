@@ -85,6 +85,7 @@ impl Plan {
             None => largest_image(ds, &files).await?,
         };
         let annotations = annotations(ds, snap).await?;
+        warn_unannotated(ds, snap, &files, &annotations).await?;
         Ok(Plan { files, metas, units, unit_bytes, canvas, annotations })
     }
 
@@ -146,6 +147,45 @@ fn int_column<'a>(batch: &'a RecordBatch, name: &str, path: &str) -> Result<&'a 
             path: path.to_string(),
             message: format!("column {name} missing, not int32 or with nulls"),
         })
+}
+
+/// Warns when samples have no annotation row in the snapshot (an annotations version older than
+/// the samples, or none pinned): they train without LLM context and with the centre SR window,
+/// which a run should not do unnoticed.
+async fn warn_unannotated(
+    ds: &Dataset,
+    snap: &Snapshot,
+    files: &[DataFile],
+    annotations: &HashMap<String, Annotation>,
+) -> Result<(), LoaderError> {
+    let per_file: Vec<Vec<RecordBatch>> =
+        futures::stream::iter(files.iter().map(|f| ds.read_columns(TableKind::Samples, f, &["sample_id"])))
+            .buffered(OPEN_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let (mut missing, mut total, mut examples) = (0u64, 0u64, Vec::new());
+    for batch in per_file.iter().flatten() {
+        let ids = ecamp_store::schema::sample_ids(batch)?;
+        for id in ids.iter() {
+            total += 1;
+            if !annotations.contains_key(id) {
+                missing += 1;
+                if examples.len() < 3 {
+                    examples.push(id.to_string());
+                }
+            }
+        }
+    }
+    if missing > 0 {
+        tracing::warn!(
+            "{missing} of {total} samples of snapshot {} have no annotation row (e.g. {}): they train without \
+             LLM context and with the centre SR window; pin a snapshot whose annotations cover them \
+             (`ecamp distill`, `ecamp snapshot pin`)",
+            snap.id,
+            examples.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The newest annotation of each sample (ties: the later file in path order wins, so the join is

@@ -102,8 +102,8 @@ pub struct Args {
     /// Loader CPU threads in all (default: cores − 1, at least 1).
     #[arg(value_parser = super::parse::count::<usize>, long)]
     workers: Option<usize>,
-    /// Loader prefetch budget in MiB.
-    #[arg(long, default_value_t = 256)]
+    /// Loader prefetch budget in MiB (1 to 16777216, i.e. 16 TiB).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     prefetch_mib: u64,
     /// Checkpoint every N optimizer steps (always at the end).
     #[arg(long, default_value_t = 0)]

@@ -56,6 +56,25 @@ pub enum TrainError {
         /// Its value.
         value: f64,
     },
+    /// A batch whose every sample was skipped as unusable.
+    #[error("batch {batch} of epoch {epoch} has no usable sample; every one was skipped ({why})")]
+    NoUsableSample {
+        /// Batch index within the epoch.
+        batch: u64,
+        /// Epoch.
+        epoch: u64,
+        /// `sample: reason` of each skipped sample.
+        why: String,
+    },
+    /// The data failed mid-run; what was trained before is said (and saved, when it could be).
+    #[error("{source}\n{progress}")]
+    Stopped {
+        /// What failed.
+        source: Box<TrainError>,
+        /// Where the run's progress is: the checkpoint saved on the way out, the last periodic
+        /// one, or that nothing could be kept.
+        progress: String,
+    },
 }
 
 /// Attaches a path to an IO error.

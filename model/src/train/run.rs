@@ -180,17 +180,30 @@ pub fn fit<B: AutodiffBackend>(
     let scale = (train.accum * world as u64) as f64;
 
     let mut ahead: Option<Vec<ecamp_loader::Epoch>> = None;
+    // A data failure mid-run (a shard gone, every sample of a batch unusable) ends the loop here
+    // so that the steps trained so far are saved below before the error is returned.
+    let mut failed: Option<TrainError> = None;
     'epochs: while cursor.epoch < train.epochs && !limit_reached(state.step) {
         let mut streams = match ahead.take() {
             Some(s) => s,
-            None => loaders.iter().map(|l| l.epoch(cursor)).collect::<Result<Vec<_>, _>>()?,
+            None => match loaders.iter().map(|l| l.epoch(cursor)).collect::<Result<Vec<_>, _>>() {
+                Ok(s) => s,
+                Err(e) => {
+                    failed = Some(e.into());
+                    break 'epochs;
+                }
+            },
         };
         loop {
             let t0 = Instant::now();
             let mut batches = Vec::with_capacity(world);
             for stream in &mut streams {
                 match stream.next() {
-                    Some(b) => batches.push(b?),
+                    Some(Ok(b)) => batches.push(b),
+                    Some(Err(e)) => {
+                        failed = Some(e.into());
+                        break 'epochs;
+                    }
                     None => break,
                 }
             }
@@ -203,7 +216,13 @@ pub fn fit<B: AutodiffBackend>(
             // decodes overlap this epoch's last steps (both hold their budget briefly).
             if ahead.is_none() && it + 2 >= per_epoch && epoch + 1 < train.epochs {
                 let next = Cursor { epoch: epoch + 1, samples: 0 };
-                ahead = Some(loaders.iter().map(|l| l.epoch(next)).collect::<Result<Vec<_>, _>>()?);
+                match loaders.iter().map(|l| l.epoch(next)).collect::<Result<Vec<_>, _>>() {
+                    Ok(s) => ahead = Some(s),
+                    Err(e) => {
+                        failed = Some(e.into());
+                        break 'epochs;
+                    }
+                }
             }
             if it.is_multiple_of(train.accum) {
                 lr = train.lr_at(epoch as f64 + it as f64 / per_epoch as f64);
@@ -213,12 +232,12 @@ pub fn fit<B: AutodiffBackend>(
                 if batch.is_empty() {
                     let why: Vec<String> =
                         batch.skipped.iter().map(|s| format!("{}: {}", s.sample_id, s.reason)).collect();
-                    return Err(TrainError::Config(format!(
-                        "batch {} of epoch {} has no usable sample; every one was skipped ({})",
-                        batch.index,
-                        batch.epoch,
-                        why.join("; ")
-                    )));
+                    failed = Some(TrainError::NoUsableSample {
+                        batch: batch.index,
+                        epoch: batch.epoch,
+                        why: why.join("; "),
+                    });
+                    break 'epochs;
                 }
             }
             let mut values = [0.0f64; 4];
@@ -312,8 +331,31 @@ pub fn fit<B: AutodiffBackend>(
         (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
     }
     let saved_now = last_saved == Some((state.step, state.epoch, state.samples));
-    if pending == 0 && state.step > start_step && !saved_now {
+    let saving = pending == 0 && state.step > start_step && !saved_now;
+    if saving {
         last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
+    }
+    if let Some(source) = failed {
+        let progress = match &last_checkpoint {
+            Some(dir) if saving => format!(
+                "the {} step(s) trained before it are saved in {}; fix the cause and resume with --resume {}",
+                state.step - start_step,
+                dir.display(),
+                run_dir.display()
+            ),
+            Some(dir) => format!(
+                "steps since the last checkpoint ({}) are lost (the failure came inside an accumulation group); \
+                 fix the cause and resume with --resume {}",
+                dir.display(),
+                run_dir.display()
+            ),
+            None if state.step > start_step => format!(
+                "the {} step(s) trained are lost: the failure came inside an accumulation group, before any checkpoint",
+                state.step - start_step
+            ),
+            None => "nothing was trained since the run started or resumed, so no checkpoint was written".into(),
+        };
+        return Err(TrainError::Stopped { source: Box::new(source), progress });
     }
     let mut summary = record.summary(&state, state.step - start_step, last_checkpoint);
     let finished = cursor.epoch >= train.epochs || limit_reached(state.step);
