@@ -196,6 +196,15 @@ impl StoreError {
         {
             return StoreError::AccessDenied { url: url.to_string(), message };
         }
+        // With no keys in the environment the AWS client asks the instance metadata service,
+        // whose refusal off EC2 says nothing about credentials.
+        if lower.contains("169.254.169.254") {
+            let message = format!(
+                "no credentials found (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance \
+                 role); the instance metadata service answered: {message}"
+            );
+            return StoreError::AccessDenied { url: url.to_string(), message };
+        }
         let transient = is_transient(err);
         StoreError::Storage { path: path.into(), message, transient }
     }
@@ -268,6 +277,17 @@ mod tests {
         let msg = "GET http://h/b 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
         assert_eq!(compact(msg), "GET http://h/b 404 Not Found: NoSuchBucket: The specified bucket does not exist");
         assert_eq!(compact("a\n  b"), "a b");
+    }
+
+    #[test]
+    fn missing_aws_credentials_are_named_as_such() {
+        let err = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing token request: PUT http://169.254.169.254/latest/api/token 403".into(),
+        };
+        let e = StoreError::storage("s3://b/ds", "_ecamp", &err);
+        assert!(matches!(e, StoreError::AccessDenied { .. }) && e.to_string().contains("no credentials found"), "{e}");
+        assert!(!e.is_transient());
     }
 
     #[test]
