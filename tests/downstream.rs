@@ -107,6 +107,9 @@ fn probe_annotate_and_their_errors() {
     assert!(out.status.success(), "{}", text(&out));
     let r2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json2).expect("json")).expect("json");
     assert_eq!(r2["score"], r["score"], "{r2} against {r}");
+    // Each result says how it was made.
+    assert_eq!(r2["made_by"]["label_source"], "phantom", "{r2}");
+    assert!(r2["made_by"]["argv"].as_array().is_some_and(|a| a.iter().any(|v| v == "--weights")), "{r2}");
     let part = dir.path().join("norm-only.safetensors");
     rename(&|k| k.starts_with("norm."), &part);
     let out = ecamp(&["probe", "--dataset", &url, "--weights", &part.display().to_string(), "--steps", "5"]);

@@ -107,13 +107,28 @@ impl TaskArgs {
         Ok(Task { ds, snap, labels, model })
     }
 
-    /// Writes the result to `--out`, then prints it as JSON (`--json`) or as `line`.
+    /// Writes the result to `--out`, then prints it as JSON (`--json`) or as `line`. The JSON
+    /// also records how it was made: the command line, the ecamp version, and the label and
+    /// split settings, so that two result files can be told apart and either one repeated.
     pub fn report<T: serde::Serialize>(&self, result: &T, line: String) -> anyhow::Result<()> {
+        let mut value = serde_json::to_value(result)?;
+        if let Some(fields) = value.as_object_mut() {
+            let s = &self.split;
+            let made = serde_json::json!({
+                "argv": std::env::args().collect::<Vec<_>>(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "label_source": self.labels.to_string(),
+                "uncertain": format!("{:?}", s.uncertain).to_lowercase(),
+                "split": [s.split.0, s.split.1, s.split.2],
+                "split_seed": s.split_seed,
+            });
+            fields.insert("made_by".into(), made);
+        }
         if let Some(path) = &self.out {
-            write_json(path, result)?;
+            write_json(path, &value)?;
         }
         if self.json {
-            print_json(result)
+            print_json(&value)
         } else {
             println!("{line}");
             Ok(())
@@ -324,7 +339,7 @@ pub struct SplitArgs {
     /// CheXpert: all 14 observations instead of the 5 competition classes.
     #[arg(long)]
     pub chexpert_all: bool,
-    /// Percent of the training patients to use (1, 10, 100, ...).
+    /// Percent of the training patients to use (1, 10, 100, ...; rounded, at least one patient).
     #[arg(value_parser = super::parse::percent, long, default_value_t = 100.0)]
     pub fraction: f64,
     /// Train/validation/test fractions of the patients.

@@ -114,8 +114,15 @@ mod cuda {
 /// One line: mode, metric, score, split sizes and the model.
 pub fn summary_line(r: &ProbeResult) -> String {
     let score = r.score.map_or("undefined".to_string(), |s| format!("{s:.4}"));
+    // A class whose test split holds one label value has no AUC and is left out of the mean.
+    let scored = r.classes.iter().filter(|c| c.1.is_some()).count();
+    let over = if r.metric == "auc" && scored < r.classes.len() {
+        format!(" (mean of the {scored} of {} classes with both labels in the test split)", r.classes.len())
+    } else {
+        String::new()
+    };
     format!(
-        "{} {}: test {} {score} ({} train / {} val / {} test, {}% of training patients) — {}",
+        "{} {}: test {} {score}{over} ({} train / {} val / {} test, {}% of training patients) — {}",
         r.mode, r.labels, r.metric, r.sizes.0, r.sizes.1, r.sizes.2, r.fraction, r.model
     )
 }
