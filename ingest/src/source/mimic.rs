@@ -45,39 +45,106 @@ fn read_csv(root: &Path, name: &str) -> Result<Option<Vec<HashMap<String, String
     Ok(Some(rows))
 }
 
-/// The FINDINGS and IMPRESSION sections of a MIMIC-CXR report, joined; `None` if it has neither.
-pub fn findings_and_impression(text: &str) -> Option<String> {
-    let upper = text.to_ascii_uppercase();
-    let section = |name: &str| -> Option<String> {
-        let start = upper.find(&format!("{name}:"))? + name.len() + 1;
-        // A section runs until the next all-caps header line ("WORD:" at a line start).
-        let rest = &text[start..];
-        let end = rest
-            .match_indices('\n')
-            .map(|(i, _)| i + 1)
-            .find(|&i| {
-                let line = rest[i..].trim_start_matches([' ', '\t']);
-                let line = line.split('\n').next().unwrap_or("");
-                let head: String = line.chars().take_while(|c| *c != ':').collect();
-                line.contains(':')
-                    && !head.trim().is_empty()
-                    && head.len() < 40
-                    && head.chars().all(|c| c.is_ascii_uppercase() || c == ' ')
-            })
-            .unwrap_or(rest.len());
-        let body = rest[..end].split_whitespace().collect::<Vec<_>>().join(" ");
-        (!body.is_empty()).then_some(body)
-    };
-    match (section("FINDINGS"), section("IMPRESSION")) {
-        (None, None) => None,
-        (f, i) => Some(
-            [f.map(|f| format!("FINDINGS: {f}")), i.map(|i| format!("IMPRESSION: {i}"))]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
+/// Section headers of MIMIC-CXR reports. Only these end a section: sub-headers inside FINDINGS
+/// (`LUNGS:`, `HEART:`, `PLEURA:`) belong to it.
+const HEADERS: [&str; 21] = [
+    "FINDINGS AND IMPRESSION",
+    "FINDINGS",
+    "IMPRESSION",
+    "INDICATION",
+    "CLINICAL HISTORY",
+    "HISTORY",
+    "COMPARISONS",
+    "COMPARISON",
+    "TECHNIQUE",
+    "EXAMINATION",
+    "EXAM",
+    "REASON FOR EXAMINATION",
+    "REASON FOR EXAM",
+    "WET READ",
+    "RECOMMENDATION(S)",
+    "RECOMMENDATIONS",
+    "RECOMMENDATION",
+    "NOTIFICATION",
+    "ADDENDUM",
+    "FINAL REPORT",
+    "PROCEDURE",
+];
+
+/// The header `name` at the start of `s`, followed by optional blanks and a colon (or, for
+/// `FINAL REPORT`, standing alone on its line); returns the length up to the body.
+fn header_len(s: &str, name: &str, any_case: bool) -> Option<usize> {
+    let head = s.as_bytes().get(..name.len())?;
+    let same = if any_case { head.eq_ignore_ascii_case(name.as_bytes()) } else { head == name.as_bytes() };
+    if !same {
+        return None;
     }
+    let rest = &s[name.len()..];
+    let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    if rest[blanks..].starts_with(':') {
+        return Some(name.len() + blanks + 1);
+    }
+    // MIMIC writes "FINAL REPORT" as a line of its own, without a colon.
+    (name == "FINAL REPORT" && rest.lines().next().is_none_or(|l| l.trim().is_empty())).then_some(name.len())
+}
+
+/// Every known header of `text` as (start, body start, name). A header counts at the start of a
+/// line in any case, or later on a line in capitals after a blank ("Clear lungs. IMPRESSION:
+/// Normal."), never lower-case inside a sentence ("prior findings: nodule").
+fn headers(text: &str) -> Vec<(usize, usize, &'static str)> {
+    let mut found = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let mut at = line.len() - line.trim_start().len();
+        let mut first = true;
+        while at < line.len() {
+            let rest = &line[at..];
+            // A name must be followed by its colon, so "FINDINGS" cannot match "FINDINGS AND IMPRESSION:".
+            let hit = HEADERS.iter().find_map(|name| header_len(rest, name, first).map(|len| (len, *name)));
+            match hit {
+                Some((len, name)) => {
+                    found.push((line_start + at, line_start + at + len, name));
+                    at += len;
+                }
+                None => at += rest.chars().next().map_or(1, char::len_utf8),
+            }
+            // The next candidate is the next word after a blank.
+            first = false;
+            while at < line.len() {
+                let before = line[..at].chars().next_back();
+                if before.is_some_and(char::is_whitespace) && !line[at..].starts_with(char::is_whitespace) {
+                    break;
+                }
+                at += line[at..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        line_start += line.len();
+    }
+    found
+}
+
+/// The FINDINGS and IMPRESSION sections of a MIMIC-CXR report, joined; `None` if it has neither.
+/// A "FINDINGS AND IMPRESSION:" section counts as impression. Each section runs to the next known
+/// header.
+pub fn findings_and_impression(text: &str) -> Option<String> {
+    let found = headers(text);
+    let (mut findings, mut impression) = (Vec::new(), Vec::new());
+    for (i, &(_, body_start, name)) in found.iter().enumerate() {
+        let into = match name {
+            "FINDINGS" => &mut findings,
+            "IMPRESSION" | "FINDINGS AND IMPRESSION" => &mut impression,
+            _ => continue,
+        };
+        let end = found.get(i + 1).map_or(text.len(), |next| next.0);
+        let body = text[body_start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+        if !body.is_empty() {
+            into.push(body);
+        }
+    }
+    let part = |name: &str, bodies: Vec<String>| (!bodies.is_empty()).then(|| format!("{name}: {}", bodies.join(" ")));
+    let parts: Vec<String> =
+        [part("FINDINGS", findings), part("IMPRESSION", impression)].into_iter().flatten().collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// Lists the JPEGs of the layout with their reports and view positions.
@@ -193,6 +260,73 @@ mod tests {
             findings_and_impression("FINDINGS:\n PA AND LATERAL\n Lungs clear.\n IMPRESSION: Normal.").as_deref(),
             Some("FINDINGS: PA AND LATERAL Lungs clear. IMPRESSION: Normal.")
         );
+    }
+
+    #[test]
+    fn structured_findings_keep_their_sub_headers() {
+        let r = "                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+
+ INDICATION:  ___ with cough, evaluate for pneumonia
+
+ TECHNIQUE:  Chest PA and lateral
+
+ COMPARISON:  ___
+
+ FINDINGS:
+ 
+ LUNGS: Clear without focal consolidation.
+ PLEURA: No effusion or pneumothorax.
+ HEART: Normal size.
+ MEDIASTINUM: Normal contours.
+ 
+ IMPRESSION:
+ 
+ No acute cardiopulmonary process.
+";
+        assert_eq!(
+            findings_and_impression(r).as_deref(),
+            Some(
+                "FINDINGS: LUNGS: Clear without focal consolidation. PLEURA: No effusion or pneumothorax. \
+                 HEART: Normal size. MEDIASTINUM: Normal contours. IMPRESSION: No acute cardiopulmonary process."
+            )
+        );
+    }
+
+    #[test]
+    fn headers_on_one_line_and_in_any_case_split_once() {
+        assert_eq!(
+            findings_and_impression("FINDINGS: Clear lungs. IMPRESSION: Normal chest.").as_deref(),
+            Some("FINDINGS: Clear lungs. IMPRESSION: Normal chest.")
+        );
+        assert_eq!(
+            findings_and_impression("Findings: Clear lungs.\nImpression: Normal chest.\n").as_deref(),
+            Some("FINDINGS: Clear lungs. IMPRESSION: Normal chest.")
+        );
+        // A known header later on a header's own line ends the section there.
+        assert_eq!(
+            findings_and_impression("IMPRESSION: Small nodule. RECOMMENDATION(S): CT in 3 months.").as_deref(),
+            Some("IMPRESSION: Small nodule.")
+        );
+    }
+
+    #[test]
+    fn only_known_headers_at_a_line_start_open_or_close_sections() {
+        // "prior findings:" inside the indication is text, not the FINDINGS section.
+        let r = "INDICATION: ___F with prior findings: nodule in the right upper lobe.\n\n\
+                 FINDINGS: Stable 6 mm nodule in the right upper lobe.\n\n\
+                 IMPRESSION: Stable nodule.\n\n\
+                 RECOMMENDATION(S): Follow-up chest CT in 12 months.\n\n\
+                 NOTIFICATION: The findings were discussed with Dr. ___ on ___.\n";
+        assert_eq!(
+            findings_and_impression(r).as_deref(),
+            Some("FINDINGS: Stable 6 mm nodule in the right upper lobe. IMPRESSION: Stable nodule.")
+        );
+        // Before this fix "prior findings: nodule" became the FINDINGS of a report without any.
+        assert_eq!(findings_and_impression("INDICATION: prior findings: nodule\nCOMPARISON: None."), None);
+        let r = "WET READ: ___ 5:43 PM\n  No pneumonia.\n\nFINAL REPORT\nHISTORY: Fever.\n\n\
+                 FINDINGS AND IMPRESSION:\n  Mild cardiomegaly. No edema.\n\nADDENDUM: Reviewed.\n";
+        assert_eq!(findings_and_impression(r).as_deref(), Some("IMPRESSION: Mild cardiomegaly. No edema."));
     }
 
     /// A two-image MIMIC-CXR-JPG tree (a PA and a lateral film of one study) and its reports.
