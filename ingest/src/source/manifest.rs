@@ -2,7 +2,10 @@
 //! manifest, an absolute path, or a URL in any supported object store) and its report.
 //!
 //! Columns: `image` (also `image_path` or `path`), `report`, and optionally `sample_id`,
-//! `subject_id`, `study_id`, `view`. Without `sample_id`, the image reference is the id.
+//! `subject_id`, `study_id`, `view`. Without `sample_id`, the id is where the image resolves to:
+//! its absolute path for a local file, its URL for an object-store image. (The reference as
+//! written would make `images/0001.jpg` of `week-48/manifest.csv` and of `week-49/manifest.csv`
+//! one sample, and drop the second as a duplicate.)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -92,19 +95,24 @@ fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> R
         .or_else(|| get("image_path"))
         .or_else(|| get("path"))
         .ok_or_else(|| Reject::new(KIND, &at, "malformed-row", "no image column (image, image_path or path)"))?;
-    let sample_id = get("sample_id").unwrap_or_else(|| image.clone());
+    let input = if image.contains("://") {
+        ImageInput::Url(image.clone())
+    } else {
+        let p = Path::new(&image);
+        let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        // Only fails without a working directory; the joined path is then the best id there is.
+        ImageInput::File(std::path::absolute(&p).unwrap_or(p))
+    };
+    let sample_id = get("sample_id").unwrap_or_else(|| match &input {
+        ImageInput::File(p) => p.display().to_string(),
+        _ => image.clone(),
+    });
     let report = match f.get("report") {
         None => return Err(Reject::new(KIND, &at, "malformed-row", "no report column").with_sample(&sample_id)),
         Some(r) => match check_report(r) {
             Ok(t) => ReportInput::Text(t),
             Err(reason) => return Err(Reject::new(KIND, &at, reason, "report is empty").with_sample(&sample_id)),
         },
-    };
-    let input = if image.contains("://") {
-        ImageInput::Url(image.clone())
-    } else {
-        let p = Path::new(&image);
-        ImageInput::File(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
     };
     Ok(Item {
         source: KIND,
