@@ -148,22 +148,20 @@ struct Prepared {
 /// Reports of DICOM studies keyed by StudyInstanceUID and by AccessionNumber.
 type DicomReports = HashMap<String, String>;
 
-fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
-    let Some(path) = &opts.reports else { return Ok(HashMap::new()) };
+/// The reports CSV of DICOM sources, with a reject for each row that cannot be used (that row is
+/// left out); only a file that cannot be read, or whose header lacks the columns, stops the run.
+fn load_dicom_reports(opts: &SourceOptions) -> Result<(DicomReports, Vec<Reject>)> {
+    let Some(path) = &opts.reports else { return Ok((HashMap::new(), Vec::new())) };
     let err = |d: String| IngestError::Source { source_kind: "dicom", detail: d };
+    let shown = path.display().to_string();
     let bytes = crate::files::read_regular(path, crate::files::MAX_FILE_BYTES)
-        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| err(format!("{}: {e}", path.display())))?
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.as_str()));
-    let report = col(&["report", "text", "report_text"])
-        .ok_or_else(|| err(format!("{}: no 'report' column", path.display())))?;
-    let keys: Vec<usize> = [
+        .map_err(|e| err(format!("cannot read {shown}: {e}")))?;
+    let (headers, records) =
+        crate::source::csv_records(&bytes, &shown, "dicom").map_err(|e| err(format!("{shown}: {e}")))?;
+    let headers: Vec<String> = headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let col = |names: &[&str]| headers.iter().find(|h| names.contains(&h.as_str())).cloned();
+    let report = col(&["report", "text", "report_text"]).ok_or_else(|| err(format!("{shown}: no 'report' column")))?;
+    let keys: Vec<String> = [
         col(&["studyinstanceuid", "study_instance_uid", "study_uid"]),
         col(&["accessionnumber", "accession_number", "accession"]),
     ]
@@ -171,22 +169,26 @@ fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
     .flatten()
     .collect();
     if keys.is_empty() {
-        return Err(err(format!("{}: needs a StudyInstanceUID or AccessionNumber column", path.display())));
+        return Err(err(format!("{shown}: needs a StudyInstanceUID or AccessionNumber column")));
     }
-    let mut map = HashMap::new();
-    for (i, rec) in reader.records().enumerate() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map_or(i + 2, |p| p.line() as usize);
-            err(format!("{} line {line}: {e}", path.display()))
-        })?;
-        let Some(text) = rec.get(report) else { continue };
+    let reason = |h: &str| if h == report { "non-utf8-report" } else { "malformed-row" };
+    let (mut map, mut rejects) = (HashMap::new(), Vec::new());
+    for rec in records {
+        let mut row = match rec.and_then(|r| crate::source::csv_fields(&headers, &r, &shown, "dicom", reason)) {
+            Ok(row) => row,
+            Err(r) => {
+                rejects.push(r);
+                continue;
+            }
+        };
+        let Some(text) = row.remove(&report) else { continue };
         for k in &keys {
-            if let Some(v) = rec.get(*k).filter(|v| !v.trim().is_empty()) {
-                map.insert(v.trim().to_string(), text.to_string());
+            if let Some(v) = row.get(k).filter(|v| !v.trim().is_empty()) {
+                map.insert(v.trim().to_string(), text.clone());
             }
         }
     }
-    Ok(map)
+    Ok((map, rejects))
 }
 
 /// Per-worker state: object stores by bucket, so URL images reuse connections.
@@ -336,35 +338,37 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     // commits included).
     let keys = rt.block_on(ds.sample_keys())?;
     let mut listed: HashSet<String> = HashSet::new();
-    let dicom_reports = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
-        Arc::new(load_dicom_reports(&opts.source_opts)?)
+    let (dicom_reports, mut entries) = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
+        let (reports, bad_rows) = load_dicom_reports(&opts.source_opts)?;
+        (Arc::new(reports), bad_rows.into_iter().map(Err).collect())
     } else {
-        Arc::default()
+        (Arc::default(), Vec::new())
     };
+    for spec in &opts.sources {
+        entries.extend(spec.list(&opts.source_opts)?);
+    }
 
     let mut rejects: Vec<Reject> = Vec::new();
     let mut todo: Vec<Item> = Vec::new();
-    for spec in &opts.sources {
-        for entry in spec.list(&opts.source_opts)? {
-            summary.listed += 1;
-            // Split by sample id where the listing knows it, so two rows with one id can never be
-            // ingested by two partitions at once.
-            let key = match &entry {
-                Ok(item) => item.sample_id.clone(),
-                Err(r) => r.input.clone(),
-            };
-            if partition_of(&key, parts) != part {
-                summary.other_partitions += 1;
-                continue;
+    for entry in entries {
+        summary.listed += 1;
+        // Split by sample id where the listing knows it, so two rows with one id can never be
+        // ingested by two partitions at once.
+        let key = match &entry {
+            Ok(item) => item.sample_id.clone(),
+            Err(r) => r.input.clone(),
+        };
+        if partition_of(&key, parts) != part {
+            summary.other_partitions += 1;
+            continue;
+        }
+        match entry {
+            Err(r) => rejects.push(r),
+            // Known ids are skipped before any image is read: re-runs over a grown source are cheap.
+            Ok(item) if keys.ids().contains(&item.sample_id) || !listed.insert(item.sample_id.clone()) => {
+                summary.duplicate_ids += 1
             }
-            match entry {
-                Err(r) => rejects.push(r),
-                // Known ids are skipped before any image is read: re-runs over a grown source are cheap.
-                Ok(item) if keys.ids().contains(&item.sample_id) || !listed.insert(item.sample_id.clone()) => {
-                    summary.duplicate_ids += 1
-                }
-                Ok(item) => todo.push(item),
-            }
+            Ok(item) => todo.push(item),
         }
     }
     drop(listed);

@@ -47,6 +47,15 @@ fn sample_ids(dir: &Path) -> Vec<String> {
     ids
 }
 
+/// The rejects written to `dir/rejects.jsonl`.
+fn rejects(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("rejects.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("reject JSON"))
+        .collect()
+}
+
 #[test]
 fn weekly_manifests_with_the_same_relative_paths_both_land() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -62,4 +71,26 @@ fn weekly_manifests_with_the_same_relative_paths_both_land() {
     let expected: Vec<String> =
         ["week-48", "week-49"].iter().map(|w| d.join(w).join("images/0001.jpg").display().to_string()).collect();
     assert_eq!(sample_ids(d), expected);
+}
+
+#[test]
+fn bad_rows_of_the_dicom_reports_csv_are_rejected_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::create_dir(d.join("films")).expect("mkdir");
+    // Line 3 is short, line 4 has a latin-1 report; line 5 is fine.
+    let csv = b"StudyInstanceUID,report\n1.2.3,Normal chest.\n1.2.4\n1.2.5,Pleural effusion caf\xe9\n1.2.6,\"No pneumothorax.\"\n";
+    put(d, "reports.csv", csv);
+    let mut opts = options(d, &[&format!("dicom:{}", d.join("films").display())]);
+    opts.source_opts.reports = Some(d.join("reports.csv"));
+    let summary = run(&opts).expect("a bad row must not stop the run");
+    assert_eq!(summary.rejected_total(), 2, "{summary:?}");
+    let got: Vec<(String, String)> = rejects(d)
+        .iter()
+        .map(|r| {
+            (r["input"].as_str().unwrap_or_default().to_string(), r["reason"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    let at = |line: u32| d.join("reports.csv").display().to_string() + &format!(":{line}");
+    assert_eq!(got, [(at(3), "malformed-row".to_string()), (at(4), "non-utf8-report".to_string())]);
 }

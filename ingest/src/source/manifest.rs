@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{ImageInput, Item, Reject, ReportInput, check_report};
+use super::{ImageInput, Item, Reject, ReportInput, check_report, csv_fields, csv_records};
 use crate::error::IngestError;
 
 const KIND: &str = "manifest";
@@ -31,35 +31,16 @@ pub fn list(file: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
 type Row = (usize, HashMap<String, String>);
 
 fn csv_rows(text: &[u8], shown: &str) -> Vec<Result<Row, Reject>> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text);
-    let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
-        Err(e) => return vec![Err(Reject::new(KIND, format!("{shown}:1"), "malformed-row", e.to_string()))],
+    let (headers, records) = match csv_records(text, shown, KIND) {
+        Ok(h) => h,
+        Err(e) => return vec![Err(Reject::new(KIND, format!("{shown}:1"), "malformed-row", e))],
     };
-    reader
-        .byte_records()
-        .enumerate()
-        .map(|(i, rec)| {
-            // The reader knows where a record starts, also for errors and multi-line quoted fields.
-            let pos = match &rec {
-                Ok(r) => r.position().cloned(),
-                Err(e) => e.position().cloned(),
-            };
-            let line = pos.map_or(i + 2, |p| p.line() as usize);
-            let rec = rec.map_err(|e| Reject::new(KIND, format!("{shown}:{line}"), "malformed-row", e.to_string()))?;
-            let mut fields = HashMap::new();
-            for (h, v) in headers.iter().zip(rec.iter()) {
-                let v = String::from_utf8(v.to_vec()).map_err(|_| {
-                    Reject::new(
-                        KIND,
-                        format!("{shown}:{line}"),
-                        "non-utf8-report",
-                        format!("column '{h}' is not UTF-8"),
-                    )
-                })?;
-                fields.insert(h.clone(), v);
-            }
-            Ok((line, fields))
+    let headers: Vec<String> = headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    records
+        .into_iter()
+        .map(|rec| {
+            let rec = rec?;
+            Ok((rec.0, csv_fields(&headers, &rec, shown, KIND, |_| "non-utf8-report")?))
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{ImageInput, Item, Reject, ReportInput, SourceOptions};
+use super::{ImageInput, Item, Reject, ReportInput, SourceOptions, csv_fields, csv_records};
 use crate::error::IngestError;
 
 const KIND: &str = "mimic-cxr";
@@ -16,33 +16,48 @@ fn err(detail: String) -> IngestError {
     IngestError::Source { source_kind: KIND, detail }
 }
 
-/// Reads `name` or `name.gz` under `root` as CSV rows keyed by header.
-fn read_csv(root: &Path, name: &str) -> Result<Option<Vec<HashMap<String, String>>>, IngestError> {
+/// A side CSV of the layout: its columns, its rows by column, and a reject for each row that
+/// could not be read (that row is left out, the others are used).
+struct Table {
+    headers: Vec<String>,
+    rows: Vec<HashMap<String, String>>,
+    rejects: Vec<Reject>,
+}
+
+/// Reads `name` or `name.gz` under `root`; `None` when neither exists.
+fn read_csv(root: &Path, name: &str) -> Result<Option<Table>, IngestError> {
     let plain = root.join(name);
     let gz = root.join(format!("{name}.gz"));
-    let text = if plain.exists() {
-        crate::files::read_regular(&plain, crate::files::MAX_FILE_BYTES)
-            .map_err(|e| err(format!("{}: {e}", plain.display())))?
+    let (text, path) = if plain.exists() {
+        (crate::files::read_regular(&plain, crate::files::MAX_FILE_BYTES), plain)
     } else if gz.exists() {
-        let raw = crate::files::read_regular(&gz, crate::files::MAX_FILE_BYTES)
-            .map_err(|e| err(format!("{}: {e}", gz.display())))?;
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("{}: {e}", gz.display())))?;
-        out
+        let raw = crate::files::read_regular(&gz, crate::files::MAX_FILE_BYTES);
+        let text = raw.and_then(|raw| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map(|_| out)
+        });
+        (text, gz)
     } else {
         return Ok(None);
     };
-    let mut reader = csv::Reader::from_reader(text.as_slice());
-    let headers: Vec<String> =
-        reader.headers().map_err(|e| err(format!("{name}: {e}")))?.iter().map(str::to_string).collect();
-    let mut rows = Vec::new();
-    for rec in reader.records() {
-        let rec = rec.map_err(|e| err(format!("{name}: {e}")))?;
-        rows.push(headers.iter().cloned().zip(rec.iter().map(str::to_string)).collect());
+    let shown = path.display().to_string();
+    let text = text.map_err(|e| err(format!("{shown}: {e}")))?;
+    let (headers, records) = csv_records(&text, &shown, KIND).map_err(|e| err(format!("{shown}: {e}")))?;
+    let mut table = Table { headers, rows: Vec::new(), rejects: Vec::new() };
+    for rec in records {
+        match rec.and_then(|r| csv_fields(&table.headers, &r, &shown, KIND, |_| "malformed-row")) {
+            Ok(row) => table.rows.push(row),
+            Err(reject) => table.rejects.push(reject),
+        }
     }
-    Ok(Some(rows))
+    Ok(Some(table))
+}
+
+/// The `value` column of a side CSV by `dicom_id` (empty without the file); its rejects go to `out`.
+fn by_dicom_id(table: Option<Table>, value: &str, out: &mut Vec<Result<Item, Reject>>) -> HashMap<String, String> {
+    let Some(table) = table else { return HashMap::new() };
+    out.extend(table.rejects.into_iter().map(Err));
+    table.rows.into_iter().filter_map(|mut r| Some((r.remove("dicom_id")?, r.remove(value)?))).collect()
 }
 
 /// Section headers of MIMIC-CXR reports. Only these end a section: sub-headers inside FINDINGS
@@ -155,27 +170,20 @@ pub fn list(root: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject
     // Filtering by view needs the metadata and its two columns: without them every image would
     // be filtered out without a word.
     if !opts.views.is_empty() {
-        let Some(rows) = &meta else {
+        let Some(table) = &meta else {
             return Err(err(format!("--views needs {}", root.join("mimic-cxr-2.0.0-metadata.csv[.gz]").display())));
         };
-        if rows.first().is_some_and(|r| !r.contains_key("dicom_id") || !r.contains_key("ViewPosition")) {
+        if !["dicom_id", "ViewPosition"].iter().all(|c| table.headers.iter().any(|h| h == c)) {
             return Err(err("mimic-cxr-2.0.0-metadata.csv lacks the dicom_id or ViewPosition column".into()));
         }
     }
-    let views: HashMap<String, String> = meta
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| Some((r.get("dicom_id")?.clone(), r.get("ViewPosition")?.clone())))
-        .collect();
-    let split: HashMap<String, String> = read_csv(root, "mimic-cxr-2.0.0-split.csv")?
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|r| Some((r.get("dicom_id")?.clone(), r.get("split")?.clone())))
-        .collect();
+    let split = read_csv(root, "mimic-cxr-2.0.0-split.csv")?;
+    let mut out: Vec<Result<Item, Reject>> = Vec::new();
+    let views = by_dicom_id(meta, "ViewPosition", &mut out);
+    let split = by_dicom_id(split, "split", &mut out);
     let mut images = Vec::new();
     walk(&root.join("files"), 0, &mut images).map_err(|e| err(format!("{}: {e}", root.join("files").display())))?;
     images.sort();
-    let mut out = Vec::new();
     for img in images {
         let shown = img.display().to_string();
         let (Some(study_dir), Some(dicom_id)) =
@@ -343,6 +351,39 @@ mod tests {
         std::fs::create_dir_all(&reports).expect("mkdir");
         std::fs::write(reports.join("s50414267.txt"), "FINDINGS: Clear lungs.\nIMPRESSION: Normal.").expect("txt");
         SourceOptions { reports: Some(dir.join("reports")), views: vec!["PA".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn a_malformed_side_csv_row_is_a_reject_and_the_rest_is_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Line 3 has too few fields, line 4 is not UTF-8; neither may stop the listing.
+        let meta = b"dicom_id,subject_id,ViewPosition\npa-1,10000032,PA\nlat-1\nx-9,1,LAT\xe9RAL\n";
+        let opts = tree(dir.path(), None);
+        let root = dir.path().join("jpg");
+        std::fs::write(root.join("mimic-cxr-2.0.0-metadata.csv"), meta).expect("csv");
+        std::fs::write(root.join("mimic-cxr-2.0.0-split.csv"), "dicom_id,study_id,split\npa-1,1,train\nlat-1,1\n")
+            .expect("csv");
+        let listed = list(&root, &SourceOptions { views: vec![], ..opts }).expect("list");
+        let mut rejects: Vec<(String, String)> = listed
+            .iter()
+            .filter_map(|e| e.as_ref().err())
+            .map(|r| (r.input.rsplit('/').next().unwrap_or_default().to_string(), r.reason.clone()))
+            .collect();
+        rejects.sort();
+        let malformed = |at: &str| (at.to_string(), "malformed-row".to_string());
+        assert_eq!(
+            rejects,
+            [
+                malformed("mimic-cxr-2.0.0-metadata.csv:3"),
+                malformed("mimic-cxr-2.0.0-metadata.csv:4"),
+                malformed("mimic-cxr-2.0.0-split.csv:3")
+            ]
+        );
+        let items: Vec<&Item> = listed.iter().filter_map(|e| e.as_ref().ok()).collect();
+        assert_eq!(items.len(), 2);
+        let pa = items.iter().find(|i| i.sample_id == "mimic-pa-1").expect("pa-1");
+        assert_eq!(pa.view.as_deref(), Some("PA"));
+        assert_eq!(pa.labels, Some(serde_json::json!({ "split": "train" })));
     }
 
     #[test]

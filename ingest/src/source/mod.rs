@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod mimic;
 pub mod phantom_source;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::IngestError;
@@ -217,6 +218,56 @@ pub fn read_report(path: &Path) -> Result<String, (&'static str, String)> {
 pub fn check_report(text: &str) -> Result<String, &'static str> {
     let t = text.trim().replace('\r', "");
     if t.is_empty() { Err("empty-report") } else { Ok(t) }
+}
+
+/// One CSV record and the line it starts on.
+pub type CsvRecord = (usize, csv::ByteRecord);
+
+/// A CSV file's header and its records (or rejects), as [`csv_records`] reads them.
+pub type CsvTable = (Vec<String>, Vec<Result<CsvRecord, Reject>>);
+
+/// The header of a CSV file (`shown` in messages) and its records; a record that cannot be read
+/// (a wrong number of fields, a broken quote) is a `malformed-row` reject of `kind` naming
+/// `FILE:LINE`, so one bad row costs that row only. `Err` when the header cannot be read.
+pub fn csv_records(text: &[u8], shown: &str, kind: &str) -> Result<CsvTable, String> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text);
+    let headers = reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_string).collect();
+    let records = reader
+        .byte_records()
+        .enumerate()
+        .map(|(i, rec)| {
+            // The reader knows where a record starts, also for errors and multi-line quoted fields.
+            let pos = match &rec {
+                Ok(r) => r.position().cloned(),
+                Err(e) => e.position().cloned(),
+            };
+            let line = pos.map_or(i + 2, |p| p.line() as usize);
+            rec.map(|r| (line, r))
+                .map_err(|e| Reject::new(kind, format!("{shown}:{line}"), "malformed-row", e.to_string()))
+        })
+        .collect();
+    Ok((headers, records))
+}
+
+/// The fields of a CSV record by header name; a field that is not UTF-8 is a reject of `kind`
+/// naming `FILE:LINE` and the column, with `reason(column)` as its reason code.
+pub fn csv_fields(
+    headers: &[String],
+    (line, rec): &CsvRecord,
+    shown: &str,
+    kind: &str,
+    reason: impl Fn(&str) -> &'static str,
+) -> Result<HashMap<String, String>, Reject> {
+    headers
+        .iter()
+        .zip(rec.iter())
+        .map(|(h, v)| {
+            let v = String::from_utf8(v.to_vec()).map_err(|_| {
+                Reject::new(kind, format!("{shown}:{line}"), reason(h), format!("column '{h}' is not UTF-8"))
+            })?;
+            Ok((h.clone(), v))
+        })
+        .collect()
 }
 
 fn dicom_list(dir: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject>>, IngestError> {
