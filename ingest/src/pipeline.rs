@@ -203,9 +203,14 @@ impl Worker {
     fn read_url(&mut self, url: &str) -> std::result::Result<Vec<u8>, (&'static str, String)> {
         let shown = ecamp_store::redact::url(url);
         let parsed = url::Url::parse(url).map_err(|e| ("missing-file", format!("{shown}: {e}")))?;
+        if parsed.scheme().eq_ignore_ascii_case("file") {
+            // The checks of a plain path: a FIFO would block a worker forever, a huge file fill memory.
+            let path = parsed.to_file_path().map_err(|()| ("missing-file", format!("{shown}: not a local path")))?;
+            return read_input_file(&path);
+        }
         let path = object_store::path::Path::from_url_path(parsed.path())
             .map_err(|e| ("missing-file", format!("{shown}: {e}")))?;
-        // One client per bucket (or per local root): building one per image would be slow.
+        // One client per bucket: building one per image would be slow.
         let key = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
         let store = match self.stores.get(&key) {
             Some(loc) => loc.store().clone(),
@@ -216,12 +221,7 @@ impl Worker {
                 store
             }
         };
-        self.rt.block_on(async move { store.get(&path).await?.bytes().await }).map(|b| b.to_vec()).map_err(
-            |e| match e {
-                object_store::Error::NotFound { .. } => ("missing-file", format!("{shown}: not found")),
-                other => ("unreadable-file", ecamp_store::redact::scrub(&other.to_string())),
-            },
-        )
+        self.rt.block_on(read_object(store.as_ref(), &path, files::MAX_FILE_BYTES, &shown))
     }
 
     /// [`Worker::prepare`], with a panic in a third-party decoder turned into a reject.
@@ -311,6 +311,31 @@ impl Worker {
             passthrough: img.passthrough,
         })
     }
+}
+
+/// Reads an object of at most `max` bytes (`shown` in messages); its size is checked before it
+/// is fetched, as a local file's is. Errors are (reject reason, detail).
+async fn read_object(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    max: u64,
+    shown: &str,
+) -> std::result::Result<Vec<u8>, (&'static str, String)> {
+    let failed = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => ("missing-file", format!("{shown}: not found")),
+        other => ("unreadable-file", ecamp_store::redact::scrub(&other.to_string())),
+    };
+    let too_large = |size: u64| ("unreadable-file", format!("{shown}: {size} bytes, over the limit of {max}"));
+    let size = store.head(path).await.map_err(failed)?.size;
+    if size > max {
+        return Err(too_large(size));
+    }
+    let bytes = store.get(path).await.map_err(failed)?.bytes().await.map_err(failed)?;
+    // The object may have been replaced since the size was read.
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes.to_vec())
 }
 
 fn input_name(item: &Item) -> String {
@@ -667,6 +692,21 @@ fn write_rejects(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_over_the_limit_is_refused_before_it_is_fetched() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store = object_store::memory::InMemory::new();
+        let path = object_store::path::Path::from("images/big.jpg");
+        rt.block_on(store.put(&path, vec![0xFF; 100].into())).expect("put");
+        let read = |max| rt.block_on(read_object(&store, &path, max, "memory://x/images/big.jpg"));
+        assert_eq!(read(100).expect("at the limit").len(), 100);
+        let (reason, detail) = read(99).expect_err("over the limit");
+        assert_eq!(reason, "unreadable-file");
+        assert!(detail.contains("100 bytes, over the limit of 99"), "{detail}");
+        let missing = rt.block_on(read_object(&store, &"none.jpg".into(), 99, "memory://x/none.jpg"));
+        assert_eq!(missing.expect_err("missing").0, "missing-file");
+    }
 
     #[test]
     fn options_that_cannot_work_are_refused_by_name() {

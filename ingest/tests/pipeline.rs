@@ -94,3 +94,38 @@ fn bad_rows_of_the_dicom_reports_csv_are_rejected_and_the_run_goes_on() {
     let at = |line: u32| d.join("reports.csv").display().to_string() + &format!(":{line}");
     assert_eq!(got, [(at(3), "malformed-row".to_string()), (at(4), "non-utf8-report".to_string())]);
 }
+
+#[test]
+fn file_urls_are_checked_like_plain_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    put(d, "ok.jpg", &jpeg(48, 48, 3));
+    // Sparse: over the 1 GiB limit on disk in no time, and never read.
+    let big = std::fs::File::create(d.join("big.jpg")).expect("create");
+    big.set_len(ecamp_ingest::files::MAX_FILE_BYTES + 1).expect("set_len");
+    let fifo = std::process::Command::new("mkfifo").arg(d.join("fifo.jpg")).status().expect("mkfifo");
+    assert!(fifo.success(), "mkfifo failed");
+    let url = |name: &str| format!("file://{}", d.join(name).display());
+    let csv = format!(
+        "image,report,sample_id\n{},Normal.,ok\n{},Normal.,big\n{},Normal.,fifo\n",
+        url("ok.jpg"),
+        url("big.jpg"),
+        url("fifo.jpg")
+    );
+    put(d, "manifest.csv", csv.as_bytes());
+    let opts = options(d, &[&format!("manifest:{}", d.join("manifest.csv").display())]);
+    // A FIFO read would block forever: wait a bounded time for the run instead.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver is gone only after a timeout, which fails the test anyway.
+        let _ = tx.send(run(&opts));
+    });
+    let summary = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the run hangs").expect("ingest");
+    assert_eq!(summary.ingested, 1, "{summary:?}");
+    let mut got: Vec<(String, String)> = rejects(d)
+        .iter()
+        .map(|r| (r["sample_id"].as_str().unwrap_or_default().into(), r["reason"].as_str().unwrap_or_default().into()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("big".into(), "unreadable-file".into()), ("fifo".into(), "unreadable-file".into())]);
+}
