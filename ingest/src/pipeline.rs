@@ -674,8 +674,11 @@ fn write_rejects(
     match file {
         Some((path, file)) => {
             use std::io::Write;
+            // Only a regular file can be synced: fsync of /dev/null or a pipe fails with EINVAL,
+            // and would turn a run whose data has landed into an error.
             file.write_all(&body)
-                .and_then(|()| file.sync_all())
+                .and_then(|()| file.metadata())
+                .and_then(|meta| if meta.is_file() { file.sync_all() } else { Ok(()) })
                 .map_err(|e| IngestError::Rejects { path: path.display().to_string(), message: e.to_string() })?;
             Ok(path.display().to_string())
         }

@@ -129,3 +129,15 @@ fn file_urls_are_checked_like_plain_paths() {
     got.sort();
     assert_eq!(got, [("big".into(), "unreadable-file".into()), ("fifo".into(), "unreadable-file".into())]);
 }
+
+#[test]
+fn rejects_can_go_to_dev_null() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    put(d, "ok.jpg", &jpeg(48, 48, 4));
+    put(d, "manifest.csv", b"image,report\nok.jpg,Normal.\nmissing.jpg,Normal.\n");
+    let mut opts = options(d, &[&format!("manifest:{}", d.join("manifest.csv").display())]);
+    opts.rejects = Some("/dev/null".into());
+    let summary = run(&opts).expect("rejects written to /dev/null");
+    assert_eq!((summary.ingested, summary.rejected_total()), (1, 1), "{summary:?}");
+}
