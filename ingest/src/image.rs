@@ -174,7 +174,15 @@ pub fn decode_gray(bytes: &[u8], cfg: &ImageConfig) -> Result<(Gray, bool), Imag
         let components = dec.input_colorspace().map_or(4, |c| c.num_components());
         check_decode(w as u64, h as u64, components as u64, cfg)?;
         let gray_input = components == 1;
-        let pixels = dec.decode().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        // zune-jpeg maps only YCbCr and grey straight to luma. RGB, CMYK and YCCK (Adobe APP14)
+        // go through RGB, which it derives from CMYK the Adobe way (inverted samples, as
+        // Photoshop, libjpeg and Pillow write them).
+        let via_rgb = matches!(dec.input_colorspace(), Some(ColorSpace::RGB | ColorSpace::CMYK | ColorSpace::YCCK));
+        if via_rgb {
+            dec.set_options(dec.options().jpeg_set_out_colorspace(ColorSpace::RGB));
+        }
+        let decoded = dec.decode().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        let pixels = if via_rgb { to_luma(&decoded, ColorSpace::RGB, w * h)? } else { decoded };
         if pixels.len() != w * h {
             return Err(ImageError::Corrupt(format!("decoded {} bytes for {w}x{h}", pixels.len())));
         }
@@ -350,6 +358,28 @@ mod tests {
         assert!(matches!(decode_gray(cut, &cfg), Err(ImageError::Corrupt(_))));
         let big = encode_jpeg(&gradient(200, 100), 90).expect("encode");
         assert!(matches!(decode_gray(&big, &cfg), Err(ImageError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn cmyk_and_ycck_jpegs_decode_to_luma() {
+        // Ink: no colour, black rising left to right, so the luma falls from white to near black.
+        let (w, h) = (64u16, 32u16);
+        let ink: Vec<u8> =
+            (0..w as usize * h as usize).flat_map(|i| [0, 0, 0, ((i % w as usize) * 255 / 64) as u8]).collect();
+        let cfg = ImageConfig { size: 32, ..Default::default() };
+        for color in [jpeg_encoder::ColorType::Cmyk, jpeg_encoder::ColorType::CmykAsYcck] {
+            let mut bytes = Vec::new();
+            jpeg_encoder::Encoder::new(&mut bytes, 95).encode(&ink, w, h, color).expect("encode");
+            let (gray, gray_jpeg) = decode_gray(&bytes, &cfg).unwrap_or_else(|e| panic!("{color:?}: {e}"));
+            assert!(!gray_jpeg);
+            assert_eq!((gray.width, gray.height), (64, 32));
+            for x in [0usize, 16, 32, 48, 63] {
+                let want = 255 - (x * 255 / 64) as i32;
+                let got = gray.pixels[16 * 64 + x] as i32;
+                assert!((got - want).abs() <= 8, "{color:?} at x={x}: {got}, want {want}");
+            }
+            assert!(prepare(&bytes, &cfg).is_ok(), "{color:?}");
+        }
     }
 
     /// A real PNG of `w`×`h` in `cs` at `depth`, every sample 0x40.
