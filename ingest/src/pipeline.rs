@@ -269,7 +269,7 @@ impl Worker {
             }
             ImageInput::Dicom(path) => {
                 regular_input_file(path).map_err(|(r, d)| rej(r, d))?;
-                let d = dicom::decode_dicom_file(path).map_err(|e| rej("corrupt-image", e.to_string()))?;
+                let d = dicom::decode_dicom_file(path).map_err(|e| rej(e.code(), e.to_string()))?;
                 if let Some(uid) = &d.sop_instance_uid {
                     sample_id = format!("dicom-{uid}");
                 }

@@ -78,7 +78,8 @@ pub struct Reject {
     pub input: String,
     /// Sample id, when known.
     pub sample_id: Option<String>,
-    /// Stable reason code (`corrupt-image`, `missing-file`, `empty-report`, …).
+    /// Stable reason code (`corrupt-image`, `missing-file`, `empty-report`, …; all listed in the
+    /// README's "Ingesting").
     pub reason: String,
     /// Human-readable detail.
     pub detail: String,
