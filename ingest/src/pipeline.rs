@@ -400,11 +400,10 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     if opts.on_error == OnError::Fail
         && let Some(r) = rejects.first()
     {
-        return Err(IngestError::Rejected {
-            input: r.input.clone(),
-            reason: r.reason.clone(),
-            detail: r.detail.clone(),
-        });
+        let stop = IngestError::Rejected { input: r.input.clone(), reason: r.reason.clone(), detail: r.detail.clone() };
+        // The list of what was rejected is the point of --rejects, also when it ends the run.
+        write_rejects(&ds, rt, rejects_file.as_mut(), &run_id, &rejects)?;
+        return Err(stop);
     }
 
     let bar = progress_bar(opts.progress, todo.len() as u64);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ecamp_ingest::distill::Rules;
 use ecamp_ingest::image::{Gray, encode_jpeg};
-use ecamp_ingest::{IngestOptions, IngestSummary, SourceSpec, ingest};
+use ecamp_ingest::{IngestError, IngestOptions, IngestSummary, OnError, SourceSpec, ingest};
 
 /// A real grayscale JPEG, distinct per `seed`.
 fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
@@ -140,4 +140,19 @@ fn rejects_can_go_to_dev_null() {
     opts.rejects = Some("/dev/null".into());
     let summary = run(&opts).expect("rejects written to /dev/null");
     assert_eq!((summary.ingested, summary.rejected_total()), (1, 1), "{summary:?}");
+}
+
+#[test]
+fn on_error_fail_still_writes_a_listing_reject() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    put(d, "ok.jpg", &jpeg(48, 48, 5));
+    put(d, "manifest.csv", b"image,report\nok.jpg,Normal.\nok.jpg,Normal.,extra\n");
+    let mut opts = options(d, &[&format!("manifest:{}", d.join("manifest.csv").display())]);
+    opts.on_error = OnError::Fail;
+    let err = run(&opts).expect_err("stops at the malformed row");
+    assert!(matches!(&err, IngestError::Rejected { reason, .. } if reason == "malformed-row"), "{err}");
+    let got = rejects(d);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0]["input"].as_str().is_some_and(|i| i.ends_with("manifest.csv:3")), "{got:?}");
 }
