@@ -179,7 +179,11 @@ pub fn list(root: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject
     }
     let split = read_csv(root, "mimic-cxr-2.0.0-split.csv")?;
     let mut out: Vec<Result<Item, Reject>> = Vec::new();
-    let views = by_dicom_id(meta, "ViewPosition", &mut out);
+    // Stored and matched as the manifest source and --views have them: " pa " is PA.
+    let views: HashMap<String, String> = by_dicom_id(meta, "ViewPosition", &mut out)
+        .into_iter()
+        .map(|(id, v)| (id, v.trim().to_ascii_uppercase()))
+        .collect();
     let split = by_dicom_id(split, "split", &mut out);
     let mut images = Vec::new();
     walk(&root.join("files"), 0, &mut images).map_err(|e| err(format!("{}: {e}", root.join("files").display())))?;
@@ -384,6 +388,19 @@ mod tests {
         let pa = items.iter().find(|i| i.sample_id == "mimic-pa-1").expect("pa-1");
         assert_eq!(pa.view.as_deref(), Some("PA"));
         assert_eq!(pa.labels, Some(serde_json::json!({ "split": "train" })));
+    }
+
+    #[test]
+    fn view_positions_are_trimmed_and_upper_cased() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = tree(dir.path(), Some("dicom_id,ViewPosition\npa-1, PA \nlat-1,lateral\n"));
+        let root = dir.path().join("jpg");
+        let items: Vec<Item> = list(&root, &opts).expect("list").into_iter().map(|i| i.expect("item")).collect();
+        assert_eq!(items.iter().map(|i| i.sample_id.as_str()).collect::<Vec<_>>(), ["mimic-pa-1"]);
+        let all = list(&root, &SourceOptions { views: vec![], ..opts }).expect("list");
+        let mut views: Vec<Option<String>> = all.into_iter().map(|i| i.expect("item").view).collect();
+        views.sort();
+        assert_eq!(views, [Some("LATERAL".to_string()), Some("PA".to_string())]);
     }
 
     #[test]
