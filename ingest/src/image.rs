@@ -1,6 +1,6 @@
 //! Image validation and preparation: every input is fully decoded (zune-jpeg, zune-png),
-//! checked against a pixel budget before decoding, converted to 8-bit grayscale, resized so
-//! its short side is the training resolution (Lanczos3, fast_image_resize), and stored as a
+//! checked against a pixel and a decoded-byte budget before decoding, converted to 8-bit
+//! grayscale, resized so its short side is the training resolution (Lanczos3, fast_image_resize), and stored as a
 //! quality-95 JPEG. A grayscale JPEG already at size is passed through byte for byte.
 
 use fast_image_resize::images::Image;
@@ -21,11 +21,16 @@ pub struct ImageConfig {
     pub quality: u8,
     /// Largest accepted width × height of an input (decompression-bomb guard).
     pub max_pixels: u64,
+    /// Largest accepted decoded size of an input in bytes (width × height × channels × bytes
+    /// per sample): a small PNG of 16-bit RGBA within the pixel budget still decodes to 8 bytes
+    /// a pixel.
+    pub max_decoded_bytes: u64,
 }
 
 impl Default for ImageConfig {
     fn default() -> Self {
-        ImageConfig { size: 512, quality: 95, max_pixels: 100_000_000 }
+        // 4 bytes a pixel at the full pixel budget: 8-bit RGBA or CMYK, or 16-bit grey and alpha.
+        ImageConfig { size: 512, quality: 95, max_pixels: 100_000_000, max_decoded_bytes: 400_000_000 }
     }
 }
 
@@ -51,6 +56,18 @@ pub enum ImageError {
         /// The limit.
         max: u64,
     },
+    /// Within the pixel budget, but its decoded samples exceed the byte budget.
+    #[error("image of {width}x{height} would decode to {bytes} bytes, over the limit of {max}")]
+    DecodedTooLarge {
+        /// Declared width.
+        width: u64,
+        /// Declared height.
+        height: u64,
+        /// Decoded size: width × height × channels × bytes per sample.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A zero or tiny dimension.
     #[error("image of {width}x{height} is too small")]
     TooSmall {
@@ -71,7 +88,7 @@ impl ImageError {
             ImageError::Empty => "empty-image",
             ImageError::UnknownFormat => "unknown-image-format",
             ImageError::Corrupt(_) => "corrupt-image",
-            ImageError::TooLarge { .. } => "image-too-large",
+            ImageError::TooLarge { .. } | ImageError::DecodedTooLarge { .. } => "image-too-large",
             ImageError::TooSmall { .. } => "image-too-small",
             ImageError::Encode(_) => "image-encode-failed",
         }
@@ -127,6 +144,17 @@ fn check_dims(width: u64, height: u64, cfg: &ImageConfig) -> Result<(), ImageErr
     Ok(())
 }
 
+/// Checks the declared size of an input against both budgets before it is decoded, with
+/// `bytes_per_pixel` its channels × bytes per sample.
+fn check_decode(width: u64, height: u64, bytes_per_pixel: u64, cfg: &ImageConfig) -> Result<(), ImageError> {
+    check_dims(width, height, cfg)?;
+    let bytes = width.saturating_mul(height).saturating_mul(bytes_per_pixel);
+    if bytes > cfg.max_decoded_bytes {
+        return Err(ImageError::DecodedTooLarge { width, height, bytes, max: cfg.max_decoded_bytes });
+    }
+    Ok(())
+}
+
 /// Decodes a JPEG or PNG to 8-bit grayscale, refusing it before the full decode if its declared
 /// size exceeds the budget. Returns the raster and whether the input was a grayscale JPEG.
 pub fn decode_gray(bytes: &[u8], cfg: &ImageConfig) -> Result<(Gray, bool), ImageError> {
@@ -142,9 +170,19 @@ pub fn decode_gray(bytes: &[u8], cfg: &ImageConfig) -> Result<(Gray, bool), Imag
         let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
         dec.decode_headers().map_err(|e| ImageError::Corrupt(e.to_string()))?;
         let (w, h) = dec.dimensions().ok_or_else(|| ImageError::Corrupt("no frame header".into()))?;
-        check_dims(w as u64, h as u64, cfg)?;
-        let gray_input = dec.input_colorspace().is_some_and(|c| c.num_components() == 1);
-        let pixels = dec.decode().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        // The decoder holds every component of the input, whatever the output colour space.
+        let components = dec.input_colorspace().map_or(4, |c| c.num_components());
+        check_decode(w as u64, h as u64, components as u64, cfg)?;
+        let gray_input = components == 1;
+        // zune-jpeg maps only YCbCr and grey straight to luma. RGB, CMYK and YCCK (Adobe APP14)
+        // go through RGB, which it derives from CMYK the Adobe way (inverted samples, as
+        // Photoshop, libjpeg and Pillow write them).
+        let via_rgb = matches!(dec.input_colorspace(), Some(ColorSpace::RGB | ColorSpace::CMYK | ColorSpace::YCCK));
+        if via_rgb {
+            dec.set_options(dec.options().jpeg_set_out_colorspace(ColorSpace::RGB));
+        }
+        let decoded = dec.decode().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        let pixels = if via_rgb { to_luma(&decoded, ColorSpace::RGB, w * h)? } else { decoded };
         if pixels.len() != w * h {
             return Err(ImageError::Corrupt(format!("decoded {} bytes for {w}x{h}", pixels.len())));
         }
@@ -156,9 +194,11 @@ pub fn decode_gray(bytes: &[u8], cfg: &ImageConfig) -> Result<(Gray, bool), Imag
         let mut dec = PngDecoder::new_with_options(ZCursor::new(bytes), opts);
         dec.decode_headers().map_err(|e| ImageError::Corrupt(format!("{e:?}")))?;
         let (w, h) = dec.dimensions().ok_or_else(|| ImageError::Corrupt("no IHDR".into()))?;
-        check_dims(w as u64, h as u64, cfg)?;
-        let decoded = dec.decode().map_err(|e| ImageError::Corrupt(format!("{e:?}")))?;
         let colorspace = dec.colorspace().ok_or_else(|| ImageError::Corrupt("unknown colour type".into()))?;
+        // 16-bit samples are decoded as such before they are stripped to 8 bits.
+        let sample_bytes = if dec.depth() == Some(zune_core::bit_depth::BitDepth::Sixteen) { 2 } else { 1 };
+        check_decode(w as u64, h as u64, (colorspace.num_components() * sample_bytes) as u64, cfg)?;
+        let decoded = dec.decode().map_err(|e| ImageError::Corrupt(format!("{e:?}")))?;
         let data: Vec<u8> = match decoded {
             DecodingResult::U8(v) => v,
             // strip_to_8bit should have handled it; keep the high byte if it did not.
@@ -318,6 +358,60 @@ mod tests {
         assert!(matches!(decode_gray(cut, &cfg), Err(ImageError::Corrupt(_))));
         let big = encode_jpeg(&gradient(200, 100), 90).expect("encode");
         assert!(matches!(decode_gray(&big, &cfg), Err(ImageError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn cmyk_and_ycck_jpegs_decode_to_luma() {
+        // Ink: no colour, black rising left to right, so the luma falls from white to near black.
+        let (w, h) = (64u16, 32u16);
+        let ink: Vec<u8> =
+            (0..w as usize * h as usize).flat_map(|i| [0, 0, 0, ((i % w as usize) * 255 / 64) as u8]).collect();
+        let cfg = ImageConfig { size: 32, ..Default::default() };
+        for color in [jpeg_encoder::ColorType::Cmyk, jpeg_encoder::ColorType::CmykAsYcck] {
+            let mut bytes = Vec::new();
+            jpeg_encoder::Encoder::new(&mut bytes, 95).encode(&ink, w, h, color).expect("encode");
+            let (gray, gray_jpeg) = decode_gray(&bytes, &cfg).unwrap_or_else(|e| panic!("{color:?}: {e}"));
+            assert!(!gray_jpeg);
+            assert_eq!((gray.width, gray.height), (64, 32));
+            for x in [0usize, 16, 32, 48, 63] {
+                let want = 255 - (x * 255 / 64) as i32;
+                let got = gray.pixels[16 * 64 + x] as i32;
+                assert!((got - want).abs() <= 8, "{color:?} at x={x}: {got}, want {want}");
+            }
+            assert!(prepare(&bytes, &cfg).is_ok(), "{color:?}");
+        }
+    }
+
+    /// A real PNG of `w`×`h` in `cs` at `depth`, every sample 0x40.
+    fn png(w: usize, h: usize, cs: ColorSpace, depth: zune_core::bit_depth::BitDepth) -> Vec<u8> {
+        let data = vec![0x40; w * h * cs.num_components() * depth.size_of()];
+        let opts = zune_core::options::EncoderOptions::new(w, h, cs, depth);
+        let mut out = Vec::new();
+        zune_png::PngEncoder::new(&data, opts).encode(&mut out).expect("encode png");
+        out
+    }
+
+    #[test]
+    fn the_decoded_size_is_budgeted_before_decoding() {
+        use zune_core::bit_depth::BitDepth;
+        let cfg = ImageConfig { size: 64, max_pixels: 10_000, max_decoded_bytes: 20_000, ..Default::default() };
+        // 4,096 pixels are within the pixel budget; 16-bit RGBA makes them 32,768 bytes.
+        let err = decode_gray(&png(64, 64, ColorSpace::RGBA, BitDepth::Sixteen), &cfg).expect_err("over budget");
+        assert_eq!(err, ImageError::DecodedTooLarge { width: 64, height: 64, bytes: 32_768, max: 20_000 });
+        assert_eq!(err.code(), "image-too-large");
+        assert!(err.to_string().contains("32768 bytes"), "{err}");
+        let (gray, _) = decode_gray(&png(64, 64, ColorSpace::Luma, BitDepth::Sixteen), &cfg).expect("8,192 bytes");
+        assert_eq!((gray.width, gray.height, gray.pixels[0]), (64, 64, 0x40));
+
+        // The audit's bomb: 10000x10000 16-bit RGBA, 100 megapixels (within the default pixel
+        // budget) and 800 MB decoded. Its header is enough to refuse it.
+        let mut bomb = png(16, 16, ColorSpace::RGBA, BitDepth::Sixteen);
+        bomb[16..24].copy_from_slice(&[0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10]);
+        let mut crc = flate2::Crc::new();
+        crc.update(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let err = decode_gray(&bomb, &ImageConfig::default()).expect_err("bomb");
+        assert!(matches!(err, ImageError::DecodedTooLarge { bytes: 800_000_000, .. }), "{err}");
     }
 
     #[test]

@@ -148,22 +148,20 @@ struct Prepared {
 /// Reports of DICOM studies keyed by StudyInstanceUID and by AccessionNumber.
 type DicomReports = HashMap<String, String>;
 
-fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
-    let Some(path) = &opts.reports else { return Ok(HashMap::new()) };
+/// The reports CSV of DICOM sources, with a reject for each row that cannot be used (that row is
+/// left out); only a file that cannot be read, or whose header lacks the columns, stops the run.
+fn load_dicom_reports(opts: &SourceOptions) -> Result<(DicomReports, Vec<Reject>)> {
+    let Some(path) = &opts.reports else { return Ok((HashMap::new(), Vec::new())) };
     let err = |d: String| IngestError::Source { source_kind: "dicom", detail: d };
+    let shown = path.display().to_string();
     let bytes = crate::files::read_regular(path, crate::files::MAX_FILE_BYTES)
-        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| err(format!("{}: {e}", path.display())))?
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.as_str()));
-    let report = col(&["report", "text", "report_text"])
-        .ok_or_else(|| err(format!("{}: no 'report' column", path.display())))?;
-    let keys: Vec<usize> = [
+        .map_err(|e| err(format!("cannot read {shown}: {e}")))?;
+    let (headers, records) =
+        crate::source::csv_records(&bytes, &shown, "dicom").map_err(|e| err(format!("{shown}: {e}")))?;
+    let headers: Vec<String> = headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let col = |names: &[&str]| headers.iter().find(|h| names.contains(&h.as_str())).cloned();
+    let report = col(&["report", "text", "report_text"]).ok_or_else(|| err(format!("{shown}: no 'report' column")))?;
+    let keys: Vec<String> = [
         col(&["studyinstanceuid", "study_instance_uid", "study_uid"]),
         col(&["accessionnumber", "accession_number", "accession"]),
     ]
@@ -171,22 +169,26 @@ fn load_dicom_reports(opts: &SourceOptions) -> Result<DicomReports> {
     .flatten()
     .collect();
     if keys.is_empty() {
-        return Err(err(format!("{}: needs a StudyInstanceUID or AccessionNumber column", path.display())));
+        return Err(err(format!("{shown}: needs a StudyInstanceUID or AccessionNumber column")));
     }
-    let mut map = HashMap::new();
-    for (i, rec) in reader.records().enumerate() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map_or(i + 2, |p| p.line() as usize);
-            err(format!("{} line {line}: {e}", path.display()))
-        })?;
-        let Some(text) = rec.get(report) else { continue };
+    let reason = |h: &str| if h == report { "non-utf8-report" } else { "malformed-row" };
+    let (mut map, mut rejects) = (HashMap::new(), Vec::new());
+    for rec in records {
+        let mut row = match rec.and_then(|r| crate::source::csv_fields(&headers, &r, &shown, "dicom", reason)) {
+            Ok(row) => row,
+            Err(r) => {
+                rejects.push(r);
+                continue;
+            }
+        };
+        let Some(text) = row.remove(&report) else { continue };
         for k in &keys {
-            if let Some(v) = rec.get(*k).filter(|v| !v.trim().is_empty()) {
-                map.insert(v.trim().to_string(), text.to_string());
+            if let Some(v) = row.get(k).filter(|v| !v.trim().is_empty()) {
+                map.insert(v.trim().to_string(), text.clone());
             }
         }
     }
-    Ok(map)
+    Ok((map, rejects))
 }
 
 /// Per-worker state: object stores by bucket, so URL images reuse connections.
@@ -201,9 +203,14 @@ impl Worker {
     fn read_url(&mut self, url: &str) -> std::result::Result<Vec<u8>, (&'static str, String)> {
         let shown = ecamp_store::redact::url(url);
         let parsed = url::Url::parse(url).map_err(|e| ("missing-file", format!("{shown}: {e}")))?;
+        if parsed.scheme().eq_ignore_ascii_case("file") {
+            // The checks of a plain path: a FIFO would block a worker forever, a huge file fill memory.
+            let path = parsed.to_file_path().map_err(|()| ("missing-file", format!("{shown}: not a local path")))?;
+            return read_input_file(&path);
+        }
         let path = object_store::path::Path::from_url_path(parsed.path())
             .map_err(|e| ("missing-file", format!("{shown}: {e}")))?;
-        // One client per bucket (or per local root): building one per image would be slow.
+        // One client per bucket: building one per image would be slow.
         let key = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
         let store = match self.stores.get(&key) {
             Some(loc) => loc.store().clone(),
@@ -214,12 +221,7 @@ impl Worker {
                 store
             }
         };
-        self.rt.block_on(async move { store.get(&path).await?.bytes().await }).map(|b| b.to_vec()).map_err(
-            |e| match e {
-                object_store::Error::NotFound { .. } => ("missing-file", format!("{shown}: not found")),
-                other => ("unreadable-file", ecamp_store::redact::scrub(&other.to_string())),
-            },
-        )
+        self.rt.block_on(read_object(store.as_ref(), &path, files::MAX_FILE_BYTES, &shown))
     }
 
     /// [`Worker::prepare`], with a panic in a third-party decoder turned into a reject.
@@ -267,7 +269,7 @@ impl Worker {
             }
             ImageInput::Dicom(path) => {
                 regular_input_file(path).map_err(|(r, d)| rej(r, d))?;
-                let d = dicom::decode_dicom_file(path).map_err(|e| rej("corrupt-image", e.to_string()))?;
+                let d = dicom::decode_dicom_file(path).map_err(|e| rej(e.code(), e.to_string()))?;
                 if let Some(uid) = &d.sop_instance_uid {
                     sample_id = format!("dicom-{uid}");
                 }
@@ -311,6 +313,31 @@ impl Worker {
     }
 }
 
+/// Reads an object of at most `max` bytes (`shown` in messages); its size is checked before it
+/// is fetched, as a local file's is. Errors are (reject reason, detail).
+async fn read_object(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    max: u64,
+    shown: &str,
+) -> std::result::Result<Vec<u8>, (&'static str, String)> {
+    let failed = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => ("missing-file", format!("{shown}: not found")),
+        other => ("unreadable-file", ecamp_store::redact::scrub(&other.to_string())),
+    };
+    let too_large = |size: u64| ("unreadable-file", format!("{shown}: {size} bytes, over the limit of {max}"));
+    let size = store.head(path).await.map_err(failed)?.size;
+    if size > max {
+        return Err(too_large(size));
+    }
+    let bytes = store.get(path).await.map_err(failed)?.bytes().await.map_err(failed)?;
+    // The object may have been replaced since the size was read.
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes.to_vec())
+}
+
 fn input_name(item: &Item) -> String {
     match &item.image {
         ImageInput::File(p) | ImageInput::Dicom(p) => p.display().to_string(),
@@ -336,46 +363,47 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     // commits included).
     let keys = rt.block_on(ds.sample_keys())?;
     let mut listed: HashSet<String> = HashSet::new();
-    let dicom_reports = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
-        Arc::new(load_dicom_reports(&opts.source_opts)?)
+    let (dicom_reports, mut entries) = if opts.sources.iter().any(|s| matches!(s, SourceSpec::Dicom(_))) {
+        let (reports, bad_rows) = load_dicom_reports(&opts.source_opts)?;
+        (Arc::new(reports), bad_rows.into_iter().map(Err).collect())
     } else {
-        Arc::default()
+        (Arc::default(), Vec::new())
     };
+    for spec in &opts.sources {
+        entries.extend(spec.list(&opts.source_opts)?);
+    }
 
     let mut rejects: Vec<Reject> = Vec::new();
     let mut todo: Vec<Item> = Vec::new();
-    for spec in &opts.sources {
-        for entry in spec.list(&opts.source_opts)? {
-            summary.listed += 1;
-            // Split by sample id where the listing knows it, so two rows with one id can never be
-            // ingested by two partitions at once.
-            let key = match &entry {
-                Ok(item) => item.sample_id.clone(),
-                Err(r) => r.input.clone(),
-            };
-            if partition_of(&key, parts) != part {
-                summary.other_partitions += 1;
-                continue;
+    for entry in entries {
+        summary.listed += 1;
+        // Split by sample id where the listing knows it, so two rows with one id can never be
+        // ingested by two partitions at once.
+        let key = match &entry {
+            Ok(item) => item.sample_id.clone(),
+            Err(r) => r.input.clone(),
+        };
+        if partition_of(&key, parts) != part {
+            summary.other_partitions += 1;
+            continue;
+        }
+        match entry {
+            Err(r) => rejects.push(r),
+            // Known ids are skipped before any image is read: re-runs over a grown source are cheap.
+            Ok(item) if keys.ids().contains(&item.sample_id) || !listed.insert(item.sample_id.clone()) => {
+                summary.duplicate_ids += 1
             }
-            match entry {
-                Err(r) => rejects.push(r),
-                // Known ids are skipped before any image is read: re-runs over a grown source are cheap.
-                Ok(item) if keys.ids().contains(&item.sample_id) || !listed.insert(item.sample_id.clone()) => {
-                    summary.duplicate_ids += 1
-                }
-                Ok(item) => todo.push(item),
-            }
+            Ok(item) => todo.push(item),
         }
     }
     drop(listed);
     if opts.on_error == OnError::Fail
         && let Some(r) = rejects.first()
     {
-        return Err(IngestError::Rejected {
-            input: r.input.clone(),
-            reason: r.reason.clone(),
-            detail: r.detail.clone(),
-        });
+        let stop = IngestError::Rejected { input: r.input.clone(), reason: r.reason.clone(), detail: r.detail.clone() };
+        // The list of what was rejected is the point of --rejects, also when it ends the run.
+        write_rejects(&ds, rt, rejects_file.as_mut(), &run_id, &rejects)?;
+        return Err(stop);
     }
 
     let bar = progress_bar(opts.progress, todo.len() as u64);
@@ -645,8 +673,11 @@ fn write_rejects(
     match file {
         Some((path, file)) => {
             use std::io::Write;
+            // Only a regular file can be synced: fsync of /dev/null or a pipe fails with EINVAL,
+            // and would turn a run whose data has landed into an error.
             file.write_all(&body)
-                .and_then(|()| file.sync_all())
+                .and_then(|()| file.metadata())
+                .and_then(|meta| if meta.is_file() { file.sync_all() } else { Ok(()) })
                 .map_err(|e| IngestError::Rejects { path: path.display().to_string(), message: e.to_string() })?;
             Ok(path.display().to_string())
         }
@@ -663,6 +694,21 @@ fn write_rejects(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_over_the_limit_is_refused_before_it_is_fetched() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store = object_store::memory::InMemory::new();
+        let path = object_store::path::Path::from("images/big.jpg");
+        rt.block_on(store.put(&path, vec![0xFF; 100].into())).expect("put");
+        let read = |max| rt.block_on(read_object(&store, &path, max, "memory://x/images/big.jpg"));
+        assert_eq!(read(100).expect("at the limit").len(), 100);
+        let (reason, detail) = read(99).expect_err("over the limit");
+        assert_eq!(reason, "unreadable-file");
+        assert!(detail.contains("100 bytes, over the limit of 99"), "{detail}");
+        let missing = rt.block_on(read_object(&store, &"none.jpg".into(), 99, "memory://x/none.jpg"));
+        assert_eq!(missing.expect_err("missing").0, "missing-file");
+    }
 
     #[test]
     fn options_that_cannot_work_are_refused_by_name() {

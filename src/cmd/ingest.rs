@@ -16,7 +16,8 @@ use super::{distiller, human_bytes, print_json};
   mimic-cxr:ROOT         MIMIC-CXR-JPG 2.0 layout; needs --reports (the MIMIC-CXR reports tree)
   dicom:DIR              DICOM files; needs --reports CSV (StudyInstanceUID or AccessionNumber, report)
   manifest:FILE          CSV or JSONL rows: image (path or URL), report, optional sample_id, subject_id, study_id, view
-  iu-xray:DIR            IU X-ray: DIR/ecgen-radiology/*.xml and DIR/images/<parentImage id>.png|jpg
+                         (without sample_id the id is the image's absolute path, or its URL)
+  iu-xray:DIR            IU X-ray: DIR/ecgen-radiology/*.xml and DIR/images/<parentImage id>.png|jpg|jpeg (any case)
 
 Re-running over a grown source adds only new samples (same sample id or same image bytes are skipped).
 Writers running at once, partitioned or not, store each sample once: every batch is checked against

@@ -141,6 +141,24 @@ pub enum DicomError {
     },
 }
 
+impl DicomError {
+    /// The stable reject reason code, the same as JPEG and PNG inputs get for the same problem.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DicomError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => "missing-file",
+            DicomError::Io { .. } => "unreadable-file",
+            DicomError::NotDicom { .. } => "unknown-image-format",
+            DicomError::Malformed { .. } | DicomError::Invalid { .. } | DicomError::Decode { .. } => "corrupt-image",
+            DicomError::UnsupportedTransferSyntax { .. } => "unsupported-encoding",
+            DicomError::Unsupported { .. } => "unsupported-image",
+            DicomError::NoPixelData { .. } => "no-pixel-data",
+            DicomError::ZeroSized { .. } => "image-too-small",
+            DicomError::TooLarge { .. } => "image-too-large",
+            DicomError::DecoderPanic { .. } => "decoder-panic",
+        }
+    }
+}
+
 /// Decodes the DICOM file at `path` (its display form names it in errors).
 pub fn decode_dicom_file(path: &Path) -> Result<DicomImage, DicomError> {
     let name = path.display().to_string();
@@ -499,6 +517,7 @@ fn color_to_gray(name: &str, decoded: &DecodedPixelData<'_>) -> Result<Vec<u8>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::SourceSpec;
     use dicom_core::value::{PixelFragmentSequence, Value};
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
@@ -730,6 +749,47 @@ mod tests {
             OpenFileOptions::new().read_preamble(ReadPreamble::Never).from_reader(&bytes[MAGIC_OFFSET..]).unwrap();
         let fragments = obj.get(tags::PIXEL_DATA).and_then(|e| e.fragments()).expect("encapsulated");
         assert_eq!(codestream_dimensions(&fragments[0]), Some((1841, 1955)));
+    }
+
+    #[test]
+    fn each_refusal_is_rejected_with_its_own_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let films = dir.path().join("films");
+        std::fs::create_dir(&films).expect("mkdir");
+        let mut nopixels = synthetic(2, 2, "MONOCHROME2", 1, 8, vec![0; 4]);
+        nopixels.remove_element(tags::PIXEL_DATA);
+        // JPEG-LS: a known transfer syntax this build has no codec for.
+        let mut jpeg_ls = synthetic(2, 2, "MONOCHROME2", 1, 8, vec![]);
+        let fragments = PixelFragmentSequence::new(Vec::<u32>::new(), vec![vec![0xFF, 0xD8, 0xFF, 0xF7]]);
+        jpeg_ls.put(DataElement::new(tags::PIXEL_DATA, VR::OB, Value::from(fragments)));
+        let unknown_syntax = encode_with(jpeg_ls, "1.2.840.10008.1.2.4.80");
+        let files = [
+            ("bomb.dcm", encode(synthetic(60000, 60000, "MONOCHROME2", 1, 8, vec![0; 8])), "image-too-large"),
+            ("nopixels.dcm", encode(nopixels), "no-pixel-data"),
+            ("syntax.dcm", unknown_syntax, "unsupported-encoding"),
+            ("palette.dcm", encode(synthetic(2, 2, "PALETTE COLOR", 1, 8, vec![0; 4])), "unsupported-image"),
+            ("zero.dcm", encode(synthetic(0, 4, "MONOCHROME2", 1, 8, vec![])), "image-too-small"),
+            ("short.dcm", encode(synthetic(4, 4, "MONOCHROME2", 1, 16, vec![0; 6])), "corrupt-image"),
+        ];
+        for (name, bytes, _) in &files {
+            std::fs::write(films.join(name), bytes).expect("write");
+        }
+        std::fs::write(dir.path().join("reports.csv"), "StudyInstanceUID,report\n1.2.3,Normal.\n").expect("csv");
+        let spec = SourceSpec::Dicom(films.clone());
+        let mut opts = crate::IngestOptions::new(format!("file://{}", dir.path().join("ds").display()), vec![spec]);
+        opts.workers = 1;
+        opts.source_opts.reports = Some(dir.path().join("reports.csv"));
+        opts.rejects = Some(dir.path().join("rejects.jsonl"));
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let summary =
+            crate::ingest(&opts, std::sync::Arc::new(crate::distill::Rules::new()), rt.handle()).expect("ingest");
+        let rejects = std::fs::read_to_string(dir.path().join("rejects.jsonl")).expect("rejects");
+        assert_eq!(summary.rejected_total(), files.len(), "{rejects}");
+        for (name, _, reason) in files {
+            let line = rejects.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {rejects}"));
+            let reject: serde_json::Value = serde_json::from_str(line).expect("json");
+            assert_eq!(reject["reason"], reason, "{name}: {line}");
+        }
     }
 
     #[test]

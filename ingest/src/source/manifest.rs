@@ -2,12 +2,19 @@
 //! manifest, an absolute path, or a URL in any supported object store) and its report.
 //!
 //! Columns: `image` (also `image_path` or `path`), `report`, and optionally `sample_id`,
-//! `subject_id`, `study_id`, `view`. Without `sample_id`, the image reference is the id.
+//! `subject_id`, `study_id`, `view`. Without `sample_id`, the id is where the image resolves to:
+//! its absolute path for a local file, its URL for an object-store image. (The reference as
+//! written would make `images/0001.jpg` of `week-48/manifest.csv` and of `week-49/manifest.csv`
+//! one sample, and drop the second as a duplicate.)
+//!
+//! A file whose extension is `.jsonl` or `.ndjson` (in any case) is JSONL, any other CSV; a
+//! leading UTF-8 byte-order mark is ignored. In JSONL, paths, reports and views must be strings
+//! and ids strings or integers; another type is a malformed row.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{ImageInput, Item, Reject, ReportInput, check_report};
+use super::{ImageInput, Item, Reject, ReportInput, check_report, csv_fields, csv_records};
 use crate::error::IngestError;
 
 const KIND: &str = "manifest";
@@ -20,43 +27,26 @@ pub fn list(file: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
     })?;
     let base = file.parent().unwrap_or(Path::new("."));
     let shown = file.display().to_string();
-    let jsonl = file.extension().is_some_and(|e| e == "jsonl" || e == "ndjson");
-    let rows = if jsonl { jsonl_rows(&text, &shown) } else { csv_rows(&text, &shown) };
+    let jsonl = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
+    // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of row 1.
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text);
+    let rows = if jsonl { jsonl_rows(text, &shown) } else { csv_rows(text, &shown) };
     Ok(rows.into_iter().map(|r| r.and_then(|(line, fields)| item(base, &shown, line, &fields))).collect())
 }
 
 type Row = (usize, HashMap<String, String>);
 
 fn csv_rows(text: &[u8], shown: &str) -> Vec<Result<Row, Reject>> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text);
-    let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
-        Err(e) => return vec![Err(Reject::new(KIND, format!("{shown}:1"), "malformed-row", e.to_string()))],
+    let (headers, records) = match csv_records(text, shown, KIND) {
+        Ok(h) => h,
+        Err(e) => return vec![Err(Reject::new(KIND, format!("{shown}:1"), "malformed-row", e))],
     };
-    reader
-        .byte_records()
-        .enumerate()
-        .map(|(i, rec)| {
-            // The reader knows where a record starts, also for errors and multi-line quoted fields.
-            let pos = match &rec {
-                Ok(r) => r.position().cloned(),
-                Err(e) => e.position().cloned(),
-            };
-            let line = pos.map_or(i + 2, |p| p.line() as usize);
-            let rec = rec.map_err(|e| Reject::new(KIND, format!("{shown}:{line}"), "malformed-row", e.to_string()))?;
-            let mut fields = HashMap::new();
-            for (h, v) in headers.iter().zip(rec.iter()) {
-                let v = String::from_utf8(v.to_vec()).map_err(|_| {
-                    Reject::new(
-                        KIND,
-                        format!("{shown}:{line}"),
-                        "non-utf8-report",
-                        format!("column '{h}' is not UTF-8"),
-                    )
-                })?;
-                fields.insert(h.clone(), v);
-            }
-            Ok((line, fields))
+    let headers: Vec<String> = headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    records
+        .into_iter()
+        .map(|rec| {
+            let rec = rec?;
+            Ok((rec.0, csv_fields(&headers, &rec, shown, KIND, |_| "non-utf8-report")?))
         })
         .collect()
 }
@@ -72,17 +62,42 @@ fn jsonl_rows(text: &[u8], shown: &str) -> Vec<Result<Row, Reject>> {
             let v: serde_json::Value =
                 serde_json::from_str(s).map_err(|e| Reject::new(KIND, at(), "malformed-row", e.to_string()))?;
             let obj = v.as_object().ok_or_else(|| Reject::new(KIND, at(), "malformed-row", "not a JSON object"))?;
-            let fields = obj
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    serde_json::Value::String(s) => Some((k.to_ascii_lowercase(), s.clone())),
-                    serde_json::Value::Number(n) => Some((k.to_ascii_lowercase(), n.to_string())),
-                    _ => None,
-                })
-                .collect();
+            let mut fields = HashMap::new();
+            for (k, v) in obj {
+                let k = k.to_ascii_lowercase();
+                if let Some(v) = json_field(&k, v).map_err(|e| Reject::new(KIND, at(), "malformed-row", e))? {
+                    fields.insert(k, v);
+                }
+            }
             Ok((line, fields))
         })
         .collect()
+}
+
+/// The text of a known JSONL field, `None` for an unknown field or null. Paths, reports and views
+/// must be strings (a number there is a mistake, not a name); ids may also be integers.
+fn json_field(key: &str, v: &serde_json::Value) -> Result<Option<String>, String> {
+    use serde_json::Value;
+    let ids = ["sample_id", "subject_id", "study_id"];
+    let texts = ["image", "image_path", "path", "report", "view"];
+    if !ids.contains(&key) && !texts.contains(&key) {
+        return Ok(None);
+    }
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) if ids.contains(&key) && (n.is_u64() || n.is_i64()) => Ok(Some(n.to_string())),
+        other => {
+            let kind = match other {
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            let want = if ids.contains(&key) { "a string or an integer" } else { "a string" };
+            Err(format!("field '{key}' must be {want}, not {kind}"))
+        }
+    }
 }
 
 fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> Result<Item, Reject> {
@@ -92,19 +107,24 @@ fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> R
         .or_else(|| get("image_path"))
         .or_else(|| get("path"))
         .ok_or_else(|| Reject::new(KIND, &at, "malformed-row", "no image column (image, image_path or path)"))?;
-    let sample_id = get("sample_id").unwrap_or_else(|| image.clone());
+    let input = if image.contains("://") {
+        ImageInput::Url(image.clone())
+    } else {
+        let p = Path::new(&image);
+        let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        // Only fails without a working directory; the joined path is then the best id there is.
+        ImageInput::File(std::path::absolute(&p).unwrap_or(p))
+    };
+    let sample_id = get("sample_id").unwrap_or_else(|| match &input {
+        ImageInput::File(p) => p.display().to_string(),
+        _ => image.clone(),
+    });
     let report = match f.get("report") {
         None => return Err(Reject::new(KIND, &at, "malformed-row", "no report column").with_sample(&sample_id)),
         Some(r) => match check_report(r) {
             Ok(t) => ReportInput::Text(t),
             Err(reason) => return Err(Reject::new(KIND, &at, reason, "report is empty").with_sample(&sample_id)),
         },
-    };
-    let input = if image.contains("://") {
-        ImageInput::Url(image.clone())
-    } else {
-        let p = Path::new(&image);
-        ImageInput::File(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
     };
     Ok(Item {
         source: KIND,
@@ -118,4 +138,63 @@ fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> R
         report,
         labels: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of `body` written to `dir/name` and listed: items by sample id, rejects by
+    /// (line, reason, detail).
+    fn listed(dir: &Path, name: &str, body: &[u8]) -> (Vec<Item>, Vec<(String, String, String)>) {
+        let file = dir.join(name);
+        std::fs::write(&file, body).expect("write");
+        let (mut items, mut rejects) = (Vec::new(), Vec::new());
+        for entry in list(&file).expect("list") {
+            match entry {
+                Ok(item) => items.push(item),
+                Err(r) => {
+                    rejects.push((r.input.rsplit(':').next().unwrap_or_default().to_string(), r.reason, r.detail))
+                }
+            }
+        }
+        (items, rejects)
+    }
+
+    #[test]
+    fn a_jsonl_manifest_may_start_with_a_bom_and_end_in_upper_case() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = "\u{FEFF}{\"image\":\"a.jpg\",\"report\":\"Normal.\",\"sample_id\":\"a\"}\n{\"image\":\"b.jpg\",\"report\":\"Normal.\",\"sample_id\":\"b\"}\n";
+        for name in ["rows.jsonl", "ROWS.JSONL", "rows.NDJSON"] {
+            let (items, rejects) = listed(dir.path(), name, body.as_bytes());
+            assert_eq!(rejects, [], "{name}");
+            assert_eq!(items.iter().map(|i| i.sample_id.as_str()).collect::<Vec<_>>(), ["a", "b"], "{name}");
+        }
+        let (items, rejects) = listed(dir.path(), "rows.CSV", "\u{FEFF}image,report\na.jpg,Normal.\n".as_bytes());
+        assert_eq!((items.len(), rejects), (1, vec![]));
+    }
+
+    #[test]
+    fn jsonl_fields_of_the_wrong_type_are_malformed_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = br#"{"image":"a.jpg","report":12345}
+{"image":7,"report":"Normal."}
+{"image":"c.jpg","report":"Normal.","view":["PA"]}
+{"image":"d.jpg","report":"Normal.","sample_id":true}
+{"image":"e.jpg","report":"Normal.","sample_id":5,"subject_id":10000032,"study_id":null,"extra":[1]}
+"#;
+        let (items, rejects) = listed(dir.path(), "rows.jsonl", body);
+        let expected = [
+            ("1", "field 'report' must be a string, not a number"),
+            ("2", "field 'image' must be a string, not a number"),
+            ("3", "field 'view' must be a string, not an array"),
+            ("4", "field 'sample_id' must be a string or an integer, not a boolean"),
+        ];
+        let got: Vec<(&str, &str, &str)> =
+            rejects.iter().map(|(l, r, d)| (l.as_str(), r.as_str(), d.as_str())).collect();
+        assert_eq!(got, expected.map(|(l, d)| (l, "malformed-row", d)));
+        assert_eq!(items.len(), 1);
+        assert_eq!((items[0].sample_id.as_str(), items[0].subject_id.as_deref()), ("5", Some("10000032")));
+        assert_eq!(items[0].study_id, None);
+    }
 }

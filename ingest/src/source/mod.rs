@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod mimic;
 pub mod phantom_source;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::IngestError;
@@ -77,7 +78,8 @@ pub struct Reject {
     pub input: String,
     /// Sample id, when known.
     pub sample_id: Option<String>,
-    /// Stable reason code (`corrupt-image`, `missing-file`, `empty-report`, …).
+    /// Stable reason code (`corrupt-image`, `missing-file`, `empty-report`, …; all listed in the
+    /// README's "Ingesting").
     pub reason: String,
     /// Human-readable detail.
     pub detail: String,
@@ -219,6 +221,56 @@ pub fn check_report(text: &str) -> Result<String, &'static str> {
     if t.is_empty() { Err("empty-report") } else { Ok(t) }
 }
 
+/// One CSV record and the line it starts on.
+pub type CsvRecord = (usize, csv::ByteRecord);
+
+/// A CSV file's header and its records (or rejects), as [`csv_records`] reads them.
+pub type CsvTable = (Vec<String>, Vec<Result<CsvRecord, Reject>>);
+
+/// The header of a CSV file (`shown` in messages) and its records; a record that cannot be read
+/// (a wrong number of fields, a broken quote) is a `malformed-row` reject of `kind` naming
+/// `FILE:LINE`, so one bad row costs that row only. `Err` when the header cannot be read.
+pub fn csv_records(text: &[u8], shown: &str, kind: &str) -> Result<CsvTable, String> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text);
+    let headers = reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_string).collect();
+    let records = reader
+        .byte_records()
+        .enumerate()
+        .map(|(i, rec)| {
+            // The reader knows where a record starts, also for errors and multi-line quoted fields.
+            let pos = match &rec {
+                Ok(r) => r.position().cloned(),
+                Err(e) => e.position().cloned(),
+            };
+            let line = pos.map_or(i + 2, |p| p.line() as usize);
+            rec.map(|r| (line, r))
+                .map_err(|e| Reject::new(kind, format!("{shown}:{line}"), "malformed-row", e.to_string()))
+        })
+        .collect();
+    Ok((headers, records))
+}
+
+/// The fields of a CSV record by header name; a field that is not UTF-8 is a reject of `kind`
+/// naming `FILE:LINE` and the column, with `reason(column)` as its reason code.
+pub fn csv_fields(
+    headers: &[String],
+    (line, rec): &CsvRecord,
+    shown: &str,
+    kind: &str,
+    reason: impl Fn(&str) -> &'static str,
+) -> Result<HashMap<String, String>, Reject> {
+    headers
+        .iter()
+        .zip(rec.iter())
+        .map(|(h, v)| {
+            let v = String::from_utf8(v.to_vec()).map_err(|_| {
+                Reject::new(kind, format!("{shown}:{line}"), reason(h), format!("column '{h}' is not UTF-8"))
+            })?;
+            Ok((h.clone(), v))
+        })
+        .collect()
+}
+
 fn dicom_list(dir: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Reject>>, IngestError> {
     let files = dicom::list_dicom_files(dir).map_err(|e| IngestError::Source {
         source_kind: "dicom",
@@ -251,8 +303,22 @@ fn dicom_list(dir: &Path, opts: &SourceOptions) -> Result<Vec<Result<Item, Rejec
         .collect())
 }
 
-/// Image file extensions the folder sources look for, in order of preference.
-pub const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "PNG"];
+/// Image file extensions the folder sources look for (in any case), in order of preference.
+pub const IMAGE_EXTS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// The files of `dir` by `stem.ext` with the extension lower-cased, so `X.JPG` is found as `X.jpg`;
+/// empty if `dir` cannot be read (every image is then missing, and rejected as such).
+fn image_index(dir: &Path) -> HashMap<String, PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return HashMap::new() };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?;
+            let ext = p.extension()?.to_str()?.to_ascii_lowercase();
+            Some((format!("{stem}.{ext}"), p))
+        })
+        .collect()
+}
 
 fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
     let reports = dir.join("ecgen-radiology");
@@ -263,6 +329,7 @@ fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
         .filter(|p| p.extension().is_some_and(|x| x == "xml"))
         .collect();
     names.sort();
+    let index = image_index(&images);
     let mut out = Vec::new();
     for xml_path in names {
         let shown = xml_path.display().to_string();
@@ -281,13 +348,18 @@ fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
                 continue;
             }
         };
+        // A report without images cannot become a sample, but must not vanish uncounted.
+        if report.image_ids.is_empty() {
+            out.push(Err(Reject::new("iu-xray", &shown, "no-image", "the report names no <parentImage>")));
+            continue;
+        }
         let text = report
             .report_text()
             .ok_or_else(|| Reject::new("iu-xray", &shown, "empty-report", "no findings or impression"));
         for id in &report.image_ids {
             // An id is a file name inside images/, never a path out of it ("../../x").
             let plain = !id.is_empty() && !id.contains(['/', '\\']) && id != ".." && id != ".";
-            let found = IMAGE_EXTS.iter().map(|e| images.join(format!("{id}.{e}"))).find(|p| plain && p.exists());
+            let found = IMAGE_EXTS.iter().find_map(|e| index.get(&format!("{id}.{e}")).filter(|_| plain)).cloned();
             let sample_id = format!("iu-{id}");
             let item = match (&text, found) {
                 (Err(r), _) => Err(r.clone().with_sample(&sample_id)),
@@ -338,6 +410,44 @@ mod tests {
         assert!("phantom:100000000000000".parse::<SourceSpec>().is_err(), "a listing that cannot fit in memory");
         assert!("ftp:x".parse::<SourceSpec>().is_err());
         assert_eq!("manifest:a.csv".parse::<SourceSpec>(), Ok(SourceSpec::Manifest("a.csv".into())));
+    }
+
+    /// An IU X-ray report naming `images` as its parent images.
+    fn iu_xml(uid: &str, images: &[&str]) -> String {
+        let parents: String =
+            images.iter().map(|i| format!("<parentImage id=\"{i}\"><figureId>F1</figureId></parentImage>")).collect();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><eCitation><uId id=\"{uid}\"/><MedlineCitation><Article>\
+             <Abstract><AbstractText Label=\"FINDINGS\">The heart is normal in size.</AbstractText>\
+             <AbstractText Label=\"IMPRESSION\">Normal chest.</AbstractText></Abstract></Article>\
+             </MedlineCitation><MeSH><major>normal</major></MeSH>{parents}</eCitation>"
+        )
+    }
+
+    #[test]
+    fn iu_images_are_found_in_any_case_and_imageless_reports_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (reports, images) = (dir.path().join("ecgen-radiology"), dir.path().join("images"));
+        std::fs::create_dir_all(&reports).expect("mkdir");
+        std::fs::create_dir_all(&images).expect("mkdir");
+        std::fs::write(reports.join("1.xml"), iu_xml("CXR1", &["CXR1_1_IM-0001-3001", "CXR1_1_IM-0001-4001"]))
+            .expect("xml");
+        std::fs::write(images.join("CXR1_1_IM-0001-3001.JPG"), b"listed, not decoded").expect("jpg");
+        std::fs::write(images.join("CXR1_1_IM-0001-4001.Png"), b"listed, not decoded").expect("png");
+        std::fs::write(reports.join("2.xml"), iu_xml("CXR2", &[])).expect("xml");
+        let listed = iu_list(dir.path()).expect("list");
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        let found: Vec<String> = listed
+            .iter()
+            .filter_map(|e| match &e.as_ref().ok()?.image {
+                ImageInput::File(p) => Some(p.file_name()?.to_string_lossy().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found, ["CXR1_1_IM-0001-3001.JPG", "CXR1_1_IM-0001-4001.Png"]);
+        let reject = listed.iter().find_map(|e| e.as_ref().err()).expect("a reject");
+        assert_eq!(reject.reason, "no-image");
+        assert!(reject.input.ends_with("2.xml"), "{reject:?}");
     }
 
     #[test]
