@@ -137,6 +137,25 @@ async fn suite(url: &str) {
     // Far beyond the log too (the kernel alone would scan backwards for hours).
     let err = ds.table(TableKind::Samples).files(1 << 40).await.expect_err("no v2^40");
     assert!(matches!(err, StoreError::NoSuchVersion { version, .. } if version == 1 << 40), "{err}");
+
+    // A data file shorter than its commit says (replaced mid-run): reads past its end are errors,
+    // not panics. S3 answers such a range with the bytes it has, which object_store's own range
+    // coalescing then sliced out of bounds.
+    short_file_reads_fail(&ds).await;
+}
+
+async fn short_file_reads_fail(ds: &Dataset) {
+    use object_store::{ObjectStoreExt, PutPayload};
+    use parquet::arrow::async_reader::AsyncFileReader;
+    let loc = ds.location();
+    let path = loc.path("samples/shortened.parquet");
+    loc.store().put(&path, PutPayload::from(vec![7u8; 100])).await.expect("put");
+    let mut reader = ecamp_store::reader::ShardReader::new(loc.store().clone(), path.clone(), Some(200));
+    let err = reader.get_byte_ranges(vec![0..50, 60..150]).await.expect_err("coalesced ranges past the end");
+    assert!(err.to_string().contains("shortened.parquet"), "{err}");
+    reader.get_bytes(60..150).await.expect_err("a range past the end");
+    assert_eq!(reader.get_bytes(10..20).await.expect("within the file").len(), 10);
+    loc.store().delete(&path).await.expect("delete");
 }
 
 #[test]
