@@ -190,6 +190,9 @@ fn an_emptied_commit_is_damage_and_its_files_are_not_deleted() {
         let fresh = Dataset::open(&url).await.expect("open");
         let err = fresh.table(TableKind::Samples).files(1).await.expect_err("an empty commit").to_string();
         assert!(err.contains("commit 1 (_delta_log/00000000000000000001.json) is empty"), "{err}");
+        // So does its history (`snapshot list`).
+        let err = fresh.table(TableKind::Samples).history().await.expect_err("history").to_string();
+        assert!(err.contains("is empty"), "{err}");
         std::fs::write(&commit, b"{\"add\": truncated").expect("garble the commit");
         damaged("00000000000000000001.json: line 1 is not a JSON action").await;
         // A missing commit: the error says which versions, not the kernel's path dump.

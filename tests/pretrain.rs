@@ -374,7 +374,7 @@ fn augmentation_flags_change_the_crops_and_bad_ranges_are_refused() {
     pretrain(&url, &whole, &["--max-steps", "2", "--min-scale", "1", "--flip-prob", "0"]);
     // Batches that would never reach an optimizer step: refused before training.
     let never = dir.path().join("never").display().to_string();
-    for (accum, says) in [("4", "no optimizer step"), ("2", "not a multiple of accum 2")] {
+    for (accum, says) in [("4", "no optimizer step"), ("2", "would end inside an accumulation group")] {
         let out = ecamp(&[
             "pretrain",
             "--dataset",
@@ -391,6 +391,27 @@ fn augmentation_flags_change_the_crops_and_bad_ranges_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains(says), "{}", text(&out));
     }
+    // Three batches per epoch in groups of two: the epoch's last batch ends a (partial, dropped)
+    // group, so a run stopping there is saved.
+    let odd = dir.path().join("odd");
+    let odd_s = odd.display().to_string();
+    let out = ecamp(&[
+        "pretrain",
+        "--dataset",
+        &url,
+        "--out",
+        &odd_s,
+        "--batch-size",
+        "5",
+        "--accum",
+        "2",
+        "--max-steps",
+        "3",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let latest = std::fs::read_to_string(odd.join("checkpoints/latest")).expect("latest");
+    assert_eq!(latest.trim(), "step-00000003");
     let first = |run: &Path| MetricsLog::read(&run.join("metrics.jsonl")).expect("metrics")[0].mim.to_bits();
     assert_ne!(first(&official), first(&whole), "whole-image crops give another first batch");
     // Resuming with other augmentation would not repeat the run: refused, naming the setting.

@@ -377,10 +377,12 @@ pub fn ingest(opts: &IngestOptions, distiller: Arc<dyn Distiller>, rt: &Handle) 
     let mut todo: Vec<Item> = Vec::new();
     for entry in entries {
         summary.listed += 1;
-        // Split by sample id where the listing knows it, so two rows with one id can never be
-        // ingested by two partitions at once.
+        // Split by the item's key in its source's listing (a manifest's image reference as
+        // written, a path relative to the source root), so that machines mounting the data at
+        // different paths agree on the split. Two rows with one id in two partitions are safe:
+        // the commit admits each sample id and image once across writers.
         let key = match &entry {
-            Ok(item) => item.sample_id.clone(),
+            Ok(item) => item.key.clone(),
             Err(r) => r.input.clone(),
         };
         if partition_of(&key, parts) != part {

@@ -16,7 +16,7 @@ use ecamp_model::eval::features::GrayImage;
 use ecamp_model::train::checkpoint;
 use ecamp_model::weights::{LoadReport, load_official};
 use ecamp_model::{Ecamp, EcampConfig};
-use ecamp_store::{AnnotationRow, Dataset, Snapshot, SnapshotRef, TableKind};
+use ecamp_store::{AnnotationRow, Dataset, Snapshot, SnapshotRef, TableKind, redact};
 
 use super::join::KeyIndex;
 use super::print_json;
@@ -37,8 +37,9 @@ pub struct ModelArgs {
     /// Checkpoint folder, or a run folder (its latest checkpoint) from `ecamp pretrain`.
     #[arg(long, conflicts_with_all = ["weights", "random"])]
     pub checkpoint: Option<PathBuf>,
-    /// Weights in the official naming (.pth or .safetensors, e.g. an imported PyTorch
-    /// checkpoint); tensors the file lacks keep their initialisation.
+    /// Weights in the official or timm naming (.pth or .safetensors, e.g. an imported PyTorch
+    /// checkpoint or `ecamp export`); the whole image encoder must be in the file (a DDP
+    /// `module.` prefix is dropped), other parts keep their initialisation.
     #[arg(long, conflicts_with = "random")]
     pub weights: Option<PathBuf>,
     /// A randomly initialised model (the baseline).
@@ -115,7 +116,7 @@ impl TaskArgs {
         if let Some(fields) = value.as_object_mut() {
             let s = &self.split;
             let made = serde_json::json!({
-                "argv": std::env::args().collect::<Vec<_>>(),
+                "argv": std::env::args().map(|a| if a.contains("://") { redact::url(&a) } else { redact::scrub(&a) }).collect::<Vec<_>>(),
                 "version": env!("CARGO_PKG_VERSION"),
                 "label_source": self.labels.to_string(),
                 "uncertain": format!("{:?}", s.uncertain).to_lowercase(),

@@ -85,8 +85,9 @@ fn claim(map: &mut HashMap<String, Option<usize>>, name: &str, i: usize) {
     map.entry(name.to_string()).and_modify(|v| *v = v.filter(|&j| j == i)).or_insert(Some(i));
 }
 
-/// `name` without a source prefix and a known image extension.
+/// `name` without a leading `./`, a source prefix and a known image extension.
 fn normalise(name: &str) -> &str {
+    let name = name.trim_start_matches("./");
     let name = SOURCE_PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
     match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() && IMAGE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)) => stem,
@@ -129,6 +130,7 @@ mod tests {
         ]);
         assert_eq!(idx.find("00000001_000.png"), Some(0));
         assert_eq!(idx.find("00000001_000"), Some(0));
+        assert_eq!(idx.find("./00000001_000.png"), Some(0));
         assert_eq!(idx.find("images_001/images/00000001_000.png"), Some(0));
         assert_eq!(idx.find("train/patient00002/study1/view1_frontal.jpg"), Some(2));
         assert_eq!(idx.find("dicom-1.2.276.0.7230010.3.1.4.8323329.5597.1517875188.959090"), Some(3));

@@ -108,7 +108,8 @@ pub struct Args {
     /// Checkpoint every N optimizer steps (always at the end).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
-    /// Stop after N batches in total.
+    /// Stop after N batches in total (0: no limit); with --accum it must end an accumulation
+    /// group (groups restart at each epoch).
     #[arg(long, default_value_t = 0)]
     max_steps: u64,
     /// No progress line.

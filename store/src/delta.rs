@@ -16,8 +16,8 @@ use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaResult, DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Result, StoreError};
@@ -205,7 +205,11 @@ impl DeltaLog {
     /// did nothing, so a commit file emptied by a crash or a careless copy would silently drop
     /// the files it added. Each version is listed once per process.
     async fn check_commits(&self, upto: u64) -> Result<()> {
-        let from = self.checked.load(Ordering::Acquire);
+        let mut from = self.checked.load(Ordering::Acquire);
+        if from == 0 {
+            // Readers start from the newest Delta checkpoint: the commits it covers are not read.
+            from = self.last_checkpoint().await.map_or(0, |v| v + 1);
+        }
         if from > upto {
             return Ok(());
         }
@@ -222,17 +226,28 @@ impl DeltaLog {
             if let Some(v) = version.filter(|v| (from..=upto).contains(v))
                 && meta.size == 0
             {
-                return Err(StoreError::Delta {
-                    table: self.shown.clone(),
-                    message: format!(
-                        "commit {v} (_delta_log/{name}) is empty, so the files it added are unknown; \
-                         the table's history is damaged (`ecamp fsck` reports it)"
-                    ),
-                });
+                return Err(self.empty_commit(v));
             }
         }
         self.checked.fetch_max(upto + 1, Ordering::AcqRel);
         Ok(())
+    }
+
+    fn empty_commit(&self, version: u64) -> StoreError {
+        StoreError::Delta {
+            table: self.shown.clone(),
+            message: format!(
+                "commit {version} (_delta_log/{version:020}.json) is empty, so the files it added are unknown; \
+                 the table's history is damaged (`ecamp fsck` reports it)"
+            ),
+        }
+    }
+
+    /// The version of the table's newest Delta checkpoint, from `_delta_log/_last_checkpoint`.
+    async fn last_checkpoint(&self) -> Option<u64> {
+        let path = Path::from(format!("{}/_last_checkpoint", self.log_dir));
+        let bytes = self.store.get(&path).await.ok()?.bytes().await.ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("version")?.as_u64()
     }
 
     fn delta_err(&self, e: DeltaTableError) -> StoreError {
@@ -550,6 +565,9 @@ impl TableLog for DeltaLog {
         for version in from..=to {
             // Entries older than the log retention may be gone; skip them.
             if let Some(bytes) = self.log_store.read_commit_entry(version).await.map_err(|e| self.delta_err(e))? {
+                if bytes.trim_ascii().is_empty() {
+                    return Err(self.empty_commit(version));
+                }
                 out.push(self.parse_commit(version, &bytes)?);
             }
         }

@@ -198,10 +198,11 @@ impl StoreError {
         }
         // With no keys in the environment the AWS client asks the instance metadata service,
         // whose refusal off EC2 says nothing about credentials.
-        if lower.contains("169.254.169.254") {
+        // Only its refusals: a metadata-service timeout on EC2 may pass and stays retryable.
+        if lower.contains("169.254.169.254") && [" 401", " 403", " 404"].iter().any(|c| lower.contains(c)) {
             let message = format!(
-                "no credentials found (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance \
-                 role); the instance metadata service answered: {message}"
+                "no credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance role); \
+                 the instance metadata service answered: {message}"
             );
             return StoreError::AccessDenied { url: url.to_string(), message };
         }

@@ -7,8 +7,8 @@ const MASK: &str = "***";
 
 /// Name fragments of environment variables whose values are secrets.
 const SECRET_HINTS: &[&str] = &["SECRET", "KEY", "TOKEN", "PASSWORD", "SAS", "CREDENTIAL", "SIGNATURE"];
-/// Prefixes of the cloud variables the stores read.
-const CLOUD_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "AZURE_", "OBJECT_STORE_", "ECAMP_"];
+/// Prefixes of the variables the stores and the LLM distiller read.
+const CLOUD_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "AZURE_", "OBJECT_STORE_", "ECAMP_", "OPENAI_"];
 
 fn secret_values() -> &'static [String] {
     static VALUES: OnceLock<Vec<String>> = OnceLock::new();

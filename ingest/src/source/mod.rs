@@ -233,21 +233,37 @@ pub type CsvTable = (Vec<String>, Vec<Result<CsvRecord, Reject>>);
 pub fn csv_records(text: &[u8], shown: &str, kind: &str) -> Result<CsvTable, String> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text);
     let headers = reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_string).collect();
+    let starts = line_starts(text);
     let records = reader
         .byte_records()
         .enumerate()
         .map(|(i, rec)| {
-            // The reader knows where a record starts, also for errors and multi-line quoted fields.
+            // The reader knows where a record starts (also for errors and multi-line quoted
+            // fields) as a byte offset; its own line count is off for CRLF and CR-only files.
             let pos = match &rec {
                 Ok(r) => r.position().cloned(),
                 Err(e) => e.position().cloned(),
             };
-            let line = pos.map_or(i + 2, |p| p.line() as usize);
+            let line = pos.map_or(i + 2, |p| starts.partition_point(|&s| s <= p.byte() as usize));
             rec.map(|r| (line, r))
                 .map_err(|e| Reject::new(kind, format!("{shown}:{line}"), "malformed-row", e.to_string()))
         })
         .collect();
     Ok((headers, records))
+}
+
+/// Byte offsets where each line of `text` starts (the first is 0), as an editor counts lines:
+/// LF, CRLF and a lone CR each end one. The LF of a CRLF counts with its CR's line ending, so an
+/// offset pointing at it still maps to the next line.
+fn line_starts(text: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    for (i, &b) in text.iter().enumerate() {
+        let after_cr = i > 0 && text[i - 1] == b'\r';
+        if b == b'\r' || (b == b'\n' && !after_cr) {
+            starts.push(i + 1);
+        }
+    }
+    starts
 }
 
 /// The fields of a CSV record by header name; a field that is not UTF-8 is a reject of `kind`
@@ -401,6 +417,23 @@ fn iu_list(dir: &Path) -> Result<Vec<Result<Item, Reject>>, IngestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_lines_are_an_editors_for_every_line_ending() {
+        for eol in ["\n", "\r\n", "\r"] {
+            // Line 3 holds a quoted field over two lines, line 5 a row with too many fields.
+            let text = ["a,b", "1,2", "3,\"x", "y\"", "4,5,6", "7,8"].join(eol) + eol;
+            let (_, records) = csv_records(text.as_bytes(), "m.csv", "manifest").expect("header");
+            let lines: Vec<String> = records
+                .iter()
+                .map(|r| match r {
+                    Ok((line, _)) => line.to_string(),
+                    Err(rej) => format!("bad {}", rej.input),
+                })
+                .collect();
+            assert_eq!(lines, ["2", "3", "bad m.csv:5", "6"], "{eol:?}");
+        }
+    }
 
     #[test]
     fn specs_parse() {

@@ -67,10 +67,10 @@ pub enum TrainError {
         why: String,
     },
     /// The data failed mid-run; what was trained before is said (and saved, when it could be).
-    #[error("{source}\n{progress}")]
+    #[error("{cause}\n{progress}")]
     Stopped {
         /// What failed.
-        source: Box<TrainError>,
+        cause: Box<TrainError>,
         /// Where the run's progress is: the checkpoint saved on the way out, the last periodic
         /// one, or that nothing could be kept.
         progress: String,

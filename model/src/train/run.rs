@@ -100,10 +100,12 @@ pub fn fit<B: AutodiffBackend>(
             train.accum
         )));
     }
-    if train.max_steps > 0 && !train.max_steps.is_multiple_of(train.accum) {
+    // Groups restart at each epoch, so a stop lands on a boundary when its place in the epoch
+    // does (an epoch's end always is one).
+    if train.max_steps > 0 && !(train.max_steps % per_epoch).is_multiple_of(train.accum) {
         return Err(TrainError::Config(format!(
-            "max steps {} is not a multiple of accum {}: the run would end inside an accumulation group, \
-             its last batches never applied or saved",
+            "max steps {} would end inside an accumulation group (accum {}, {per_epoch} batches per epoch, \
+             groups restarting at each epoch): its last batches would never be applied or saved",
             train.max_steps, train.accum
         )));
     }
@@ -284,6 +286,13 @@ pub fn fit<B: AutodiffBackend>(
                 state.optimizer_steps += 1;
                 pending = 0;
             }
+            let stepped = pending == 0;
+            if it + 1 == per_epoch && pending > 0 {
+                // The official loop drops an epoch's partial group at its end; dropping it at the
+                // last batch instead lets a run that stops here save a whole state.
+                accumulators = devices.iter().map(|_| GradientsAccumulator::new()).collect();
+                pending = 0;
+            }
             cursor = next_cursor;
             state.step += 1;
             (state.epoch, state.samples) = (cursor.epoch, cursor.samples);
@@ -308,7 +317,7 @@ pub fn fit<B: AutodiffBackend>(
             record.push(&m);
             progress(&m);
             let every = train.checkpoint_every;
-            if pending == 0 && every > 0 && state.optimizer_steps.is_multiple_of(every) {
+            if stepped && every > 0 && state.optimizer_steps.is_multiple_of(every) {
                 last_checkpoint = Some(checkpoint::save(run_dir, &model, &optim, &state)?);
                 last_saved = Some((state.step, state.epoch, state.samples));
             }
@@ -337,7 +346,7 @@ pub fn fit<B: AutodiffBackend>(
     }
     if let Some(source) = failed {
         let progress = match &last_checkpoint {
-            Some(dir) if saving => format!(
+            Some(dir) if saving || saved_now => format!(
                 "the {} step(s) trained before it are saved in {}; fix the cause and resume with --resume {}",
                 state.step - start_step,
                 dir.display(),
@@ -355,7 +364,7 @@ pub fn fit<B: AutodiffBackend>(
             ),
             None => "nothing was trained since the run started or resumed, so no checkpoint was written".into(),
         };
-        return Err(TrainError::Stopped { source: Box::new(source), progress });
+        return Err(TrainError::Stopped { cause: Box::new(source), progress });
     }
     let mut summary = record.summary(&state, state.step - start_step, last_checkpoint);
     let finished = cursor.epoch >= train.epochs || limit_reached(state.step);
