@@ -30,6 +30,13 @@ fn unknown_scheme_is_one_clear_line() {
 }
 
 #[test]
+fn scoring_the_distiller_on_no_reports_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let iu = dir.path().display().to_string();
+    fails_cleanly(&["distill", "--evaluate", "--iu-reports", &iu], &[], &["no IU X-ray report", "nothing to score"]);
+}
+
+#[test]
 fn a_directory_that_is_not_a_dataset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = dir.path().display().to_string();

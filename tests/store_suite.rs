@@ -105,6 +105,15 @@ async fn suite(url: &str) {
     assert_eq!(s1.id, s1b.id);
     ds.pin(&s1).await.expect("pin");
     ds.pin(&s1).await.expect("pin twice");
+    // A damaged manifest is rewritten by pinning again, not reported as pinned.
+    {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let manifest = ds.location().path(&format!("_ecamp/snapshots/{}.json", s1.id));
+        ds.location().store().put(&manifest, PutPayload::from_static(b"garbage")).await.expect("damage");
+        ds.read_manifest(&s1.id).await.expect_err("damaged");
+        ds.pin(&s1).await.expect("pin repairs");
+        assert_eq!(ds.read_manifest(&s1.id).await.expect("repaired"), s1);
+    }
     let opened = ds.open_snapshot(&s1.id, Verify::Content).await.expect("open pinned");
     assert_eq!(opened, s1);
     assert_eq!(ds.resolve(&SnapshotRef::Id(s1.id.clone())).await.expect("resolve"), s1);

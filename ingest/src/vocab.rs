@@ -102,6 +102,9 @@ pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize)
         .min_frequency(2)
         .special_tokens(pinned)
         .continuing_subword_prefix("##".into())
+        // The text pipeline needs "." even if a corpus lacks it (a corpus that has it trains the
+        // same vocabulary either way: the alphabet is ordered by character).
+        .initial_alphabet(std::collections::HashSet::from(['.']))
         .show_progress(false)
         .build();
     tok.train(&mut trainer, texts.into_iter()).map_err(verr)?;
@@ -118,11 +121,23 @@ pub const MAX_VOCAB_SIZE: usize = 1 << 22;
 /// Checks a tokenizer has the special tokens at the ids ECAMP's text pipeline relies on, and
 /// ids below its vocabulary size (the model sizes its embedding by that count).
 pub fn check(tok: &Tokenizer) -> Result<()> {
+    // Whole-word masking reads `##` continuation pieces, which only WordPiece has.
+    if !matches!(tok.get_model(), tokenizers::ModelWrapper::WordPiece(_)) {
+        return Err(IngestError::Vocab(
+            "the tokenizer's model is not WordPiece (ECAMP masks whole WordPiece words)".into(),
+        ));
+    }
     for (id, t) in SPECIAL_TOKENS.iter().enumerate() {
         match tok.token_to_id(t) {
             Some(got) if got as usize == id => {}
             got => return Err(IngestError::Vocab(format!("token {t} must have id {id}, has {got:?}"))),
         }
+    }
+    // The text pipeline splits reports into sentences at this token.
+    if tok.token_to_id(".").is_none() {
+        return Err(IngestError::Vocab(
+            "the vocabulary has no \".\" token (reports are split into sentences at it)".into(),
+        ));
     }
     let size = tok.get_vocab_size(true);
     if let Some((token, id)) = tok.get_vocab(true).into_iter().find(|(_, id)| *id as usize >= size) {
@@ -283,6 +298,21 @@ mod tests {
             let err = train(["a b c"].into_iter(), size).expect_err("refused").to_string();
             assert!(err.contains(&size.to_string()), "{err}");
         }
+    }
+
+    #[test]
+    fn a_vocabulary_the_text_pipeline_cannot_use_is_refused() {
+        let Some(bytes) = official() else { return };
+        let mut value: serde_json::Value = std::str::from_utf8(&bytes).expect("utf-8").parse().expect("json");
+        let vocab = value["model"]["vocab"].as_object_mut().expect("a WordPiece vocab");
+        vocab.remove(".");
+        let err = load(value.to_string().as_bytes()).expect_err("no '.'").to_string();
+        assert!(err.contains("\".\""), "{err}");
+        let bpe = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":null,"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"[PAD]":0,"[UNK]":1,"[CLS]":2,"[MASK]":3,"[SEP]":4,".":5},"unk_token":"[UNK]"}}"#;
+        let err = load(bpe.as_bytes()).expect_err("not WordPiece").to_string();
+        assert!(err.contains("WordPiece"), "{err}");
     }
 
     #[test]

@@ -462,6 +462,24 @@ fn an_unauthorised_answer_fails_without_retrying() {
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains(KEY), "{err}");
     assert_eq!(server.state.count(report), 1);
+    // A refused key refuses every report: later ones are not sent.
+    let later = "Plain: effusion, no pneumothorax.";
+    let out = run(&c, &[later]);
+    let err = out[0].as_ref().expect_err("not asked after a 401");
+    assert!(err.contains("not asked") && err.contains("401"), "{err}");
+    assert_eq!(server.state.count(later), 0);
+}
+
+/// An endpoint that is not an http(s) URL is refused when the distiller is built.
+#[test]
+fn an_endpoint_that_is_not_a_url_is_refused_up_front() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for endpoint in ["127.0.0.1:18765/v1", "", "ftp://host/v1"] {
+        let mut cfg = OpenAiConfig::new(endpoint, "m");
+        cfg.cache_dir = None;
+        let err = OpenAi::new(cfg, rt.handle().clone()).expect_err(endpoint);
+        assert!(err.contains("endpoint"), "{err}");
+    }
 }
 
 /// With concurrency 3, twelve slow requests overlap but never more than 3 are in flight.
@@ -505,9 +523,9 @@ fn results_come_back_in_input_order() {
 fn a_mixed_batch_keeps_each_outcome_in_place() {
     let server = Server::start();
     let c = client(config(&server, |_| {}));
+    // (A 401 refuses the whole endpoint, so it has its own test.)
     let reports = [
         "Plain: effusion, no pneumothorax.",
-        "HTTP-401: effusion.",
         "MALFORMED-ONCE: effusion.",
         "ALWAYS-MALFORMED: effusion.",
         "HTTP-500-ONCE: effusion.",
@@ -516,13 +534,12 @@ fn a_mixed_batch_keeps_each_outcome_in_place() {
     let out = run(&c, &reports);
     assert_eq!(out.len(), reports.len());
     assert_eq!(ok(&out[0]).context, CONTEXT);
-    assert!(out[1].as_ref().is_err_and(|e| e.contains("401")));
-    assert_eq!(ok(&out[2]).context, CONTEXT);
-    assert!(out[3].as_ref().is_err_and(|e| e.contains("3 attempts")));
-    assert_eq!(ok(&out[4]).context, CONTEXT);
-    assert_eq!(ok(&out[5]).entities[0].descriptors, vec!["small", "id-7"]);
+    assert_eq!(ok(&out[1]).context, CONTEXT);
+    assert!(out[2].as_ref().is_err_and(|e| e.contains("3 attempts")));
+    assert_eq!(ok(&out[3]).context, CONTEXT);
+    assert_eq!(ok(&out[4]).entities[0].descriptors, vec!["small", "id-7"]);
     let counts: Vec<usize> = reports.iter().map(|r| server.state.count(r)).collect();
-    assert_eq!(counts, vec![1, 1, 2, 3, 2, 1]);
+    assert_eq!(counts, vec![1, 2, 3, 2, 1]);
 }
 
 /// A second run over the same reports is served from the cache; another model misses it.

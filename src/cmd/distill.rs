@@ -90,6 +90,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            // A batch in which every report failed, before any succeeded, is the endpoint or the
+            // key, not the reports: stop instead of failing every other batch the same way.
+            if rows.is_empty() && done == 0 {
+                let first = ecamp_store::redact::scrub(first_failure.as_deref().unwrap_or("no answer"));
+                bail!(
+                    "the first {failed} report(s) all failed to distil with {}, so the run stopped; the first: {first}",
+                    producer.distiller
+                );
+            }
             done += rows.len();
             if !rows.is_empty() {
                 ds.append_annotations(&rows, Some(AppTxn { app_id: format!("distill-{run}"), seq })).await?;
@@ -147,6 +156,13 @@ fn run_evaluate(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(text) = r.report_text() {
             items.push((text, r.mesh_major));
         }
+    }
+    if items.is_empty() {
+        bail!(
+            "{} holds no IU X-ray report with findings or an impression ({} XML file(s)); nothing to score",
+            dir.display(),
+            paths.len()
+        );
     }
     let eval = evaluate(&RulesDistiller::new(), items.iter().map(|(t, m)| (t.as_str(), m.as_slice())));
     if args.json {

@@ -73,6 +73,9 @@ impl Dataset {
     /// Checks every file referenced by the latest version of each table and by every pinned
     /// snapshot, and lists (optionally deletes) orphans.
     pub async fn fsck(&self, opts: &FsckOptions) -> Result<FsckReport> {
+        // Ages count from before the logs are read: a file written while the check runs (which
+        // can take hours on a large bucket) is younger than that, whatever the grace period.
+        let started = chrono::Utc::now();
         let mut report = FsckReport::default();
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         let mut to_check: BTreeMap<String, DataFile> = BTreeMap::new();
@@ -127,7 +130,6 @@ impl Dataset {
         }
         report.problems.sort();
 
-        let now = chrono::Utc::now();
         let loc = self.location();
         for kind in TableKind::ALL {
             let dir = loc.path(kind.name());
@@ -143,7 +145,7 @@ impl Dataset {
                 if !unreferenced {
                     continue;
                 }
-                let age = (now - m.last_modified).to_std().unwrap_or_default();
+                let age = (started - m.last_modified).to_std().unwrap_or_default();
                 if age < opts.grace {
                     report.young += 1;
                 } else {
@@ -154,6 +156,17 @@ impl Dataset {
         if opts.delete_orphans && !references_known {
             report.problems.push("orphans not deleted: a commit or a pinned snapshot manifest is unreadable".into());
         } else if opts.delete_orphans {
+            // A writer that wrote its files before the check started may have committed them
+            // since: read again the tables that moved on.
+            for kind in TableKind::ALL {
+                let latest = self.table(kind).latest_version().await?;
+                if report.versions.get(kind.name()) != Some(&latest) {
+                    let (history, _, files) = self.table_files(kind).await?;
+                    referenced.extend(
+                        history.iter().chain(files.iter().map(|f| &f.path)).map(|p| format!("{}/{p}", kind.name())),
+                    );
+                }
+            }
             for o in &report.orphans {
                 // Never delete anything a commit or a pin references, whatever the listing says.
                 if referenced.contains(&o.path) || o.path.starts_with(SNAPSHOT_DIR) {

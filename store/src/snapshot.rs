@@ -297,9 +297,19 @@ impl Dataset {
         })?;
         let loc = self.location();
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match loc.store().put_opts(&loc.path(&rel), PutPayload::from(body), opts).await {
-            // Same id means same content: an existing manifest is this one (checked on open).
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        match loc.store().put_opts(&loc.path(&rel), PutPayload::from(body.clone()), opts).await {
+            Ok(_) => Ok(()),
+            // Same id means same content, unless the manifest there was damaged: then it is
+            // written again from the snapshot, which its id describes exactly.
+            Err(object_store::Error::AlreadyExists { .. }) => match self.read_manifest(&snapshot.id).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::warn!("rewriting the damaged manifest {rel} ({e})");
+                    let path = loc.path(&rel);
+                    loc.store().put(&path, PutPayload::from(body)).await.map_err(|e| loc.storage_error(&rel, &e))?;
+                    self.read_manifest(&snapshot.id).await.map(|_| ())
+                }
+            },
             Err(e) => Err(loc.storage_error(&rel, &e)),
         }
     }

@@ -64,6 +64,9 @@ pub struct OpenAi {
     rt: Handle,
     prompt: String,
     prompt_hash: String,
+    /// Set when the endpoint refused a request in a way every other request would share (bad
+    /// key, wrong URL): later reports fail at once instead of each asking again.
+    refused: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for OpenAi {
@@ -79,13 +82,21 @@ enum Failure {
     Retry(String),
     /// Rate limited: retry, waiting at least this long when the server said so.
     RateLimited(Option<Duration>),
-    /// Not worth it (401, 400, ...).
+    /// Not worth it for this report (400, ...).
     Fatal(String),
+    /// Not worth it for any report (401, 403, 404, a URL the client cannot use).
+    Refused(String),
 }
 
 impl OpenAi {
     /// A distiller for `cfg`, running its requests on `rt`.
     pub fn new(cfg: OpenAiConfig, rt: Handle) -> Result<Self, String> {
+        let shown = ecamp_store::redact::url(&cfg.endpoint);
+        match reqwest::Url::parse(&cfg.endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(_) => return Err(format!("endpoint '{shown}' is not an http(s) URL with a host")),
+            Err(e) => return Err(format!("endpoint '{shown}' is not a URL ({e}); e.g. https://api.openai.com/v1")),
+        }
         let client = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(|e| e.to_string())?;
         let names: Vec<&str> = lexicon::ENTITIES.iter().map(|e| e.name).collect();
         let prompt = format!("{PROMPT}{}.", names.join(", "));
@@ -93,7 +104,7 @@ impl OpenAi {
         if let Some(dir) = &cfg.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| format!("cache folder {}: {e}", dir.display()))?;
         }
-        Ok(OpenAi { cfg, client, rt, prompt, prompt_hash })
+        Ok(OpenAi { cfg, client, rt, prompt, prompt_hash, refused: std::sync::OnceLock::new() })
     }
 
     fn cache_path(&self, report: &str) -> Option<PathBuf> {
@@ -117,7 +128,10 @@ impl OpenAi {
         if let Some(key) = &self.cfg.api_key {
             req = req.bearer_auth(key);
         }
-        let resp = req.send().await.map_err(|e| Failure::Retry(format!("request failed: {}", without_url(&e))))?;
+        let resp = req.send().await.map_err(|e| {
+            let why = format!("request failed: {}", without_url(&e));
+            if e.is_builder() { Failure::Refused(why) } else { Failure::Retry(why) }
+        })?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -139,7 +153,12 @@ impl OpenAi {
                 Some(k) if !k.is_empty() => body.replace(k.as_str(), "***"),
                 _ => body,
             };
-            return Err(Failure::Fatal(format!("HTTP {status}: {body}")));
+            let why = format!("HTTP {status}: {body}");
+            return Err(if matches!(status.as_u16(), 401 | 403 | 404) {
+                Failure::Refused(why)
+            } else {
+                Failure::Fatal(why)
+            });
         }
         let content = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -155,6 +174,9 @@ impl OpenAi {
         {
             return Ok(hit);
         }
+        if let Some(why) = self.refused.get() {
+            return Err(format!("not asked: the endpoint refused an earlier request ({why})"));
+        }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
         let mut last = String::new();
         let attempts = self.cfg.attempts.max(1);
@@ -168,6 +190,10 @@ impl OpenAi {
                     return Ok(d);
                 }
                 Err(Failure::Fatal(m)) => return Err(m),
+                Err(Failure::Refused(m)) => {
+                    let _ = self.refused.set(m.clone());
+                    return Err(m);
+                }
                 Err(Failure::Retry(m)) => {
                     last = m;
                     if attempt < attempts {
