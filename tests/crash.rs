@@ -205,3 +205,29 @@ fn an_emptied_commit_is_damage_and_its_files_are_not_deleted() {
     });
     assert_eq!(committed_ids(&url).len(), 6, "every committed row is still readable");
 }
+
+/// Past a Delta checkpoint (written every 100 commits), reading an old version replays the commits
+/// before the checkpoint: an emptied one among them is refused there, while the latest version,
+/// read from the checkpoint, is whole.
+#[test]
+fn an_emptied_commit_below_a_checkpoint_is_refused_for_old_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}/ds", dir.path().display());
+    runtime().block_on(async {
+        let ds = Dataset::create(&url).await.expect("create");
+        for k in 0..101 {
+            ds.append_samples(&sample_rows("c", k, 1), None).await.expect("append");
+        }
+        let log = dir.path().join("ds/samples/_delta_log");
+        assert!(
+            log.join("00000000000000000099.checkpoint.parquet").is_file(),
+            "delta-rs checkpoints every 100 commits"
+        );
+        std::fs::write(log.join("00000000000000000030.json"), b"").expect("empty commit 30");
+        let fresh = Dataset::open(&url).await.expect("open");
+        let table = fresh.table(TableKind::Samples);
+        assert_eq!(table.files(101).await.expect("latest, from the checkpoint").len(), 101);
+        let err = table.files(50).await.expect_err("version 50 replays commit 30").to_string();
+        assert!(err.contains("commit 30"), "{err}");
+    });
+}

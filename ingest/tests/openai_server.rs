@@ -470,6 +470,17 @@ fn an_unauthorised_answer_fails_without_retrying() {
     assert_eq!(server.state.count(later), 0);
 }
 
+/// After an answer, a refusal belongs to its report (a proxy's 403 on one body): later reports
+/// are still asked.
+#[test]
+fn a_refusal_after_an_answer_fails_only_its_report() {
+    let server = Server::start();
+    let c = client(config(&server, |_| {}));
+    assert!(run(&c, &["Report ID-1: effusion."])[0].is_ok());
+    assert!(run(&c, &["HTTP-401: effusion."])[0].is_err());
+    assert!(run(&c, &["Report ID-2: effusion."])[0].is_ok());
+}
+
 /// An endpoint that is not an http(s) URL is refused when the distiller is built.
 #[test]
 fn an_endpoint_that_is_not_a_url_is_refused_up_front() {

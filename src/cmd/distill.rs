@@ -90,9 +90,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            // A batch in which every report failed, before any succeeded, is the endpoint or the
-            // key, not the reports: stop instead of failing every other batch the same way.
-            if rows.is_empty() && done == 0 {
+            // Many failures before any success are the endpoint or the key, not the reports:
+            // stop instead of failing every later batch the same way.
+            if rows.is_empty() && done == 0 && failed >= STOP_AFTER_FAILURES {
                 let first = ecamp_store::redact::scrub(first_failure.as_deref().unwrap_or("no answer"));
                 bail!(
                     "the first {failed} report(s) all failed to distil with {}, so the run stopped; the first: {first}",
@@ -136,6 +136,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Reports failing in a row, with none distilled yet, that stop a run.
+const STOP_AFTER_FAILURES: usize = 8;
 
 fn run_evaluate(args: &Args) -> anyhow::Result<ExitCode> {
     let dir = args.iu_reports.as_ref().context("--iu-reports DIR is required with --evaluate")?;

@@ -116,7 +116,7 @@ impl TaskArgs {
         if let Some(fields) = value.as_object_mut() {
             let s = &self.split;
             let made = serde_json::json!({
-                "argv": std::env::args().map(|a| if a.contains("://") { redact::url(&a) } else { redact::scrub(&a) }).collect::<Vec<_>>(),
+                "argv": std::env::args().map(|a| shown_arg(&a)).collect::<Vec<_>>(),
                 "version": env!("CARGO_PKG_VERSION"),
                 "label_source": self.labels.to_string(),
                 "uncertain": format!("{:?}", s.uncertain).to_lowercase(),
@@ -134,6 +134,15 @@ impl TaskArgs {
             println!("{line}");
             Ok(())
         }
+    }
+}
+
+/// A command-line argument safe to record: URLs (also in `--flag=URL`) with credentials masked.
+fn shown_arg(arg: &str) -> String {
+    match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => format!("{flag}={}", shown_arg(value)),
+        _ if arg.contains("://") => redact::url(arg),
+        _ => redact::scrub(arg),
     }
 }
 
@@ -415,4 +424,16 @@ pub fn split_found(
         );
     }
     Ok((items, split, train))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_arg;
+
+    #[test]
+    fn recorded_arguments_mask_url_credentials_also_after_an_equals_sign() {
+        assert_eq!(shown_arg("--dataset=s3://u:pw@b/x?sig=SECRET"), "--dataset=s3://u:***@b/x?***");
+        assert_eq!(shown_arg("s3://u:pw@b/x"), "s3://u:***@b/x");
+        assert_eq!(shown_arg("--steps=50"), "--steps=50");
+    }
 }

@@ -1,7 +1,6 @@
 //! [`TableLog`] on Delta Lake (delta-rs, no datafusion). Everything delta-rs is kept here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -83,8 +82,11 @@ pub struct DeltaLog {
     /// The dataset's store and this table's `_delta_log` folder in it.
     store: Arc<dyn ObjectStore>,
     log_dir: Path,
-    /// Commits below this version have been checked to be non-empty.
-    checked: Arc<AtomicU64>,
+    /// The versions whose commits have been checked to be non-empty (one contiguous run).
+    checked: Arc<std::sync::Mutex<std::ops::Range<u64>>>,
+    /// `_last_checkpoint`'s version as first read; a later checkpoint only makes it lower than
+    /// the newest, which checks more commits, never fewer.
+    checkpoint_hint: Arc<tokio::sync::OnceCell<Option<u64>>>,
 }
 
 impl std::fmt::Debug for DeltaLog {
@@ -140,7 +142,16 @@ impl DeltaLog {
         let log_store = logstore_with(loc.store().clone(), &url, StorageConfig::default())
             .map_err(|e| StoreError::delta(&shown, e))?;
         let (store, log_dir) = (loc.store().clone(), loc.path(&format!("{}/_delta_log", kind.name())));
-        Ok(DeltaLog { kind, shown, log_store, latest: Arc::default(), store, log_dir, checked: Arc::default() })
+        Ok(DeltaLog {
+            kind,
+            shown,
+            log_store,
+            latest: Arc::default(),
+            store,
+            log_dir,
+            checked: Arc::new(std::sync::Mutex::new(0..0)),
+            checkpoint_hint: Arc::default(),
+        })
     }
 
     /// The table's URL with secrets masked.
@@ -205,14 +216,18 @@ impl DeltaLog {
     /// did nothing, so a commit file emptied by a crash or a careless copy would silently drop
     /// the files it added. Each version is listed once per process.
     async fn check_commits(&self, upto: u64) -> Result<()> {
-        let mut from = self.checked.load(Ordering::Acquire);
-        if from == 0 {
-            // Readers start from the newest Delta checkpoint: the commits it covers are not read.
-            from = self.last_checkpoint().await.map_or(0, |v| v + 1);
-        }
-        if from > upto {
+        // A reader replays the commits after the newest checkpoint at or below the version it
+        // reads; `_last_checkpoint` names the newest, which only helps versions above it.
+        let start = match *self.checkpoint_hint.get_or_init(|| self.last_checkpoint()).await {
+            Some(c) if c <= upto => c + 1,
+            _ => 0,
+        };
+        let known = self.checked.lock().map(|r| r.clone()).unwrap_or(0..0);
+        if known.start <= start && upto < known.end {
             return Ok(());
         }
+        // Continue a run already checked from at or before `start`; otherwise check anew.
+        let from = if known.start <= start && start <= known.end { known.end } else { start };
         let offset = Path::from(format!("{}/{from:020}", self.log_dir));
         let listed: Vec<_> = self
             .store
@@ -229,7 +244,9 @@ impl DeltaLog {
                 return Err(self.empty_commit(v));
             }
         }
-        self.checked.fetch_max(upto + 1, Ordering::AcqRel);
+        if let Ok(mut r) = self.checked.lock() {
+            *r = if from == r.end && r.start <= start { r.start..upto + 1 } else { start..upto + 1 };
+        }
         Ok(())
     }
 

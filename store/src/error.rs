@@ -198,8 +198,11 @@ impl StoreError {
         }
         // With no keys in the environment the AWS client asks the instance metadata service,
         // whose refusal off EC2 says nothing about credentials.
-        // Only its refusals: a metadata-service timeout on EC2 may pass and stays retryable.
-        if lower.contains("169.254.169.254") && [" 401", " 403", " 404"].iter().any(|c| lower.contains(c)) {
+        // Its refusals, or any failure when no keys are set (off EC2 it mostly cannot be
+        // reached); with keys set, a metadata-service timeout on EC2 may pass and stays retryable.
+        let refused = [" 401", " 403", " 404"].iter().any(|c| lower.contains(c));
+        let no_keys = std::env::var_os("AWS_ACCESS_KEY_ID").is_none();
+        if lower.contains("169.254.169.254") && (refused || no_keys) {
             let message = format!(
                 "no credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance role); \
                  the instance metadata service answered: {message}"

@@ -64,9 +64,13 @@ pub struct OpenAi {
     rt: Handle,
     prompt: String,
     prompt_hash: String,
-    /// Set when the endpoint refused a request in a way every other request would share (bad
-    /// key, wrong URL): later reports fail at once instead of each asking again.
+    /// Set when the endpoint refused a request, before any answer came, in a way every other
+    /// request would share (bad key, wrong URL): later reports fail at once instead of each
+    /// asking again. After an answer, a refusal is taken as that report's (a proxy's 403 on one
+    /// body, a 404 during a deploy).
     refused: std::sync::OnceLock<String>,
+    /// Whether any request has been answered.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for OpenAi {
@@ -104,7 +108,15 @@ impl OpenAi {
         if let Some(dir) = &cfg.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| format!("cache folder {}: {e}", dir.display()))?;
         }
-        Ok(OpenAi { cfg, client, rt, prompt, prompt_hash, refused: std::sync::OnceLock::new() })
+        Ok(OpenAi {
+            cfg,
+            client,
+            rt,
+            prompt,
+            prompt_hash,
+            refused: std::sync::OnceLock::new(),
+            answered: Default::default(),
+        })
     }
 
     fn cache_path(&self, report: &str) -> Option<PathBuf> {
@@ -183,6 +195,7 @@ impl OpenAi {
         for attempt in 1..=attempts {
             match self.ask(report).await {
                 Ok(d) => {
+                    self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
                     if let Some(p) = &cache {
                         // A cache that cannot be written only costs a future request.
                         let _ = std::fs::write(p, answer_json(&d));
@@ -191,7 +204,9 @@ impl OpenAi {
                 }
                 Err(Failure::Fatal(m)) => return Err(m),
                 Err(Failure::Refused(m)) => {
-                    let _ = self.refused.set(m.clone());
+                    if !self.answered.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = self.refused.set(m.clone());
+                    }
                     return Err(m);
                 }
                 Err(Failure::Retry(m)) => {

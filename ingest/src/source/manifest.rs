@@ -100,6 +100,25 @@ fn json_field(key: &str, v: &serde_json::Value) -> Result<Option<String>, String
     }
 }
 
+/// An image reference with `.` and `x/..` path steps resolved on the text alone (URLs as given).
+fn lexical(image: &str) -> String {
+    if image.contains("://") {
+        return image.to_string();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in image.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if image.starts_with('/') { format!("/{joined}") } else { joined }
+}
+
 fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> Result<Item, Reject> {
     let at = format!("{shown}:{line}");
     let get = |k: &str| f.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
@@ -126,9 +145,12 @@ fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> R
             Err(reason) => return Err(Reject::new(KIND, &at, reason, "report is empty").with_sample(&sample_id)),
         },
     };
+    // The partition key must be the same on every machine (not the absolute path) and the same
+    // for every row naming one sample (so that no two partitions both take it).
+    let key = get("sample_id").unwrap_or_else(|| lexical(&image));
     Ok(Item {
         source: KIND,
-        key: image.clone(),
+        key,
         sample_id,
         subject_id: get("subject_id"),
         study_id: get("study_id"),
@@ -143,6 +165,15 @@ fn item(base: &Path, shown: &str, line: usize, f: &HashMap<String, String>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_keys_resolve_dot_steps_on_the_text() {
+        assert_eq!(lexical("./a.png"), "a.png");
+        assert_eq!(lexical("img/./x/../a.png"), "img/a.png");
+        assert_eq!(lexical("../shared/a.png"), "../shared/a.png");
+        assert_eq!(lexical("/data//a.png"), "/data/a.png");
+        assert_eq!(lexical("s3://b/./a.png"), "s3://b/./a.png");
+    }
 
     /// The rows of `body` written to `dir/name` and listed: items by sample id, rejects by
     /// (line, reason, detail).
